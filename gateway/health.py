@@ -1,0 +1,27 @@
+"""/healthz: the process answers. /readyz: the database and ClickHouse answer too."""
+from __future__ import annotations
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from gateway.otlp import runtime
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        checks["clickhouse"] = "ok" if runtime.get_pipeline().batcher.store.ping() else "unreachable"
+    except Exception as exc:
+        checks["clickhouse"] = f"error: {exc.__class__.__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,181 @@
+"""Request bytes -> Export*ServiceRequest: media types, decompression with a bomb limit,
+protobuf and OTLP/JSON decoding. Every failure is an IngestError with a message to act on."""
+from __future__ import annotations
+
+import base64
+import enum
+import io
+import json
+import zlib
+from typing import Any
+
+import zstandard
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from billing.outcomes import Signal
+from gateway.otlp.errors import IngestError, Reason
+
+REQUEST_TYPES: dict[Signal, type[Message]] = {
+    Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,
+    Signal.METRICS: metrics_service_pb2.ExportMetricsServiceRequest,
+    Signal.LOGS: logs_service_pb2.ExportLogsServiceRequest,
+}
+RESPONSE_TYPES: dict[Signal, type[Message]] = {
+    Signal.TRACES: trace_service_pb2.ExportTraceServiceResponse,
+    Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
+    Signal.LOGS: logs_service_pb2.ExportLogsServiceResponse,
+}
+
+
+class Encoding(enum.StrEnum):
+    PROTOBUF = "application/x-protobuf"
+    JSON = "application/json"
+
+
+def encoding_for(content_type: str | None) -> Encoding:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == Encoding.PROTOBUF or media == "application/protobuf":
+        return Encoding.PROTOBUF
+    if media == Encoding.JSON:
+        return Encoding.JSON
+    raise IngestError(
+        Reason.UNSUPPORTED_MEDIA_TYPE,
+        f"unsupported Content-Type {content_type or '(none)'!r}: "
+        "send application/x-protobuf or application/json",
+    )
+
+
+def decompress(body: bytes, content_encoding: str | None, *, limit: int) -> bytes:
+    """The body after Content-Encoding, refusing anything that would grow past `limit` bytes."""
+    coding = (content_encoding or "identity").strip().lower()
+    if coding in ("identity", ""):
+        data = body
+    elif coding in ("gzip", "x-gzip"):
+        data = _inflate(body, wbits=31, limit=limit, name="gzip")
+    elif coding == "deflate":
+        try:
+            data = _inflate(body, wbits=15, limit=limit, name="deflate")
+        except IngestError as exc:
+            if exc.reason is not Reason.UNDECODABLE:
+                raise
+            data = _inflate(body, wbits=-15, limit=limit, name="deflate")  # raw deflate, no zlib header
+    elif coding == "zstd":
+        data = _unzstd(body, limit=limit)
+    else:
+        raise IngestError(
+            Reason.UNSUPPORTED_ENCODING,
+            f"unsupported Content-Encoding {content_encoding!r}: use gzip, deflate, zstd or none",
+        )
+    if len(data) > limit:
+        raise IngestError(Reason.TOO_LARGE, _too_large(limit))
+    return data
+
+
+def _too_large(limit: int) -> str:
+    return f"request body exceeds the limit of {limit} bytes after decompression; send smaller batches"
+
+
+def _inflate(body: bytes, *, wbits: int, limit: int, name: str) -> bytes:
+    inflater = zlib.decompressobj(wbits=wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise IngestError(Reason.UNDECODABLE, f"body is not valid {name}: {exc}") from exc
+    if len(data) > limit:
+        raise IngestError(Reason.TOO_LARGE, _too_large(limit))
+    if not inflater.eof:
+        raise IngestError(Reason.UNDECODABLE, f"{name} body is truncated")
+    return data
+
+
+def _unzstd(body: bytes, *, limit: int) -> bytes:
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)) as reader:
+            data = reader.read(limit + 1)
+    except zstandard.ZstdError as exc:
+        raise IngestError(Reason.UNDECODABLE, f"body is not valid zstd: {exc}") from exc
+    if len(data) > limit:
+        raise IngestError(Reason.TOO_LARGE, _too_large(limit))
+    return data
+
+
+def parse(signal: Signal, data: bytes, encoding: Encoding) -> Message:
+    message = REQUEST_TYPES[signal]()
+    if encoding is Encoding.PROTOBUF:
+        try:
+            message.ParseFromString(data)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise IngestError(Reason.UNDECODABLE, f"body is not a valid {message.DESCRIPTOR.name} protobuf: {exc}") from exc
+        return message
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IngestError(Reason.UNDECODABLE, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise IngestError(Reason.UNDECODABLE, "OTLP/JSON body must be a JSON object")
+    _hex_ids_to_base64(signal, document)
+    try:
+        json_format.ParseDict(document, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError) as exc:
+        raise IngestError(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: {exc}") from exc
+    return message
+
+
+# OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64.
+_ID_FIELDS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+_METRIC_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "exponential_histogram", "summary")
+
+
+def _hex_ids_to_base64(signal: Signal, document: dict[str, Any]) -> None:
+    if signal is Signal.TRACES:
+        for span in _walk(document, ("resourceSpans", "scopeSpans", "spans")):
+            _convert_ids(span, "span")
+            for link in _list(span, "links"):
+                _convert_ids(link, "span link")
+    elif signal is Signal.LOGS:
+        for record in _walk(document, ("resourceLogs", "scopeLogs", "logRecords")):
+            _convert_ids(record, "log record")
+    else:
+        for metric in _walk(document, ("resourceMetrics", "scopeMetrics", "metrics")):
+            for kind in _METRIC_KINDS:
+                body = metric.get(kind)
+                if isinstance(body, dict):
+                    for point in _list(body, "dataPoints"):
+                        for exemplar in _list(point, "exemplars"):
+                            _convert_ids(exemplar, "exemplar")
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+
+
+def _list(node: Any, camel: str) -> list:
+    if not isinstance(node, dict):
+        return []
+    value = node.get(camel, node.get(_snake(camel)))
+    return value if isinstance(value, list) else []
+
+
+def _walk(document: dict[str, Any], path: tuple[str, ...]):
+    level = [document]
+    for name in path:
+        level = [child for node in level for child in _list(node, name)]
+    return [node for node in level if isinstance(node, dict)]
+
+
+def _convert_ids(node: dict[str, Any], what: str) -> None:
+    for field in _ID_FIELDS:
+        value = node.get(field)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError as exc:
+            raise IngestError(
+                Reason.UNDECODABLE, f"{what} {field} {value[:40]!r} is not a hex string (OTLP/JSON ids are hex)"
+            ) from exc
+        node[field] = base64.b64encode(raw).decode()

@@ -1,0 +1,49 @@
+"""Every way an OTLP request can fail, and the one place that maps it to HTTP and gRPC replies."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import grpc
+
+from billing.outcomes import Outcome
+
+
+@dataclass(frozen=True)
+class _Reply:
+    http_status: int
+    grpc_code: grpc.StatusCode
+    outcome: Outcome
+    retryable: bool  # tell the exporter when to retry (Retry-After / google.rpc.RetryInfo)
+
+
+class Reason(enum.Enum):
+    UNAUTHENTICATED = _Reply(401, grpc.StatusCode.UNAUTHENTICATED, Outcome.UNAUTHORIZED, False)
+    PERMISSION_DENIED = _Reply(403, grpc.StatusCode.PERMISSION_DENIED, Outcome.UNAUTHORIZED, False)
+    UNDECODABLE = _Reply(400, grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID, False)
+    UNSUPPORTED_MEDIA_TYPE = _Reply(415, grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID, False)
+    UNSUPPORTED_ENCODING = _Reply(415, grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID, False)
+    TOO_LARGE = _Reply(413, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.INVALID, False)
+    STORAGE_UNAVAILABLE = _Reply(503, grpc.StatusCode.UNAVAILABLE, Outcome.STORAGE_UNAVAILABLE, True)
+
+    @property
+    def http_status(self) -> int:
+        return self.value.http_status
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return self.value.grpc_code
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.value.outcome
+
+
+class IngestError(Exception):
+    """A request the gateway refuses as a whole. `message` is shown to the sender."""
+
+    def __init__(self, reason: Reason, message: str, *, retry_after_seconds: int | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds if reason.value.retryable else None

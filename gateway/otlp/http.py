@@ -1,0 +1,102 @@
+"""OTLP/HTTP receivers: POST /v1/traces, /v1/metrics, /v1/logs. Transport only."""
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from billing.outcomes import Signal
+from gateway.otlp import replies, runtime
+from gateway.otlp.decode import Encoding, encoding_for
+from gateway.otlp.errors import IngestError, Reason
+from storage.clickhouse import StorageUnavailable
+from tenants.authentication import credentials_from_headers
+
+log = logging.getLogger(__name__)
+
+
+def _reply(body: bytes, status: int, encoding: Encoding, retry_after: int | None = None) -> HttpResponse:
+    response = HttpResponse(body, status=status, content_type=encoding.value)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _error(error: IngestError, encoding: Encoding) -> HttpResponse:
+    status = replies.error_status(error)
+    return _reply(replies.encode(status, encoding), error.reason.http_status, encoding, error.retry_after_seconds)
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    limit = settings.GATEWAY_MAX_REQUEST_BYTES
+    too_large = IngestError(
+        Reason.TOO_LARGE, f"request body exceeds the limit of {limit} bytes; send smaller batches"
+    )
+    declared = request.META.get("CONTENT_LENGTH")
+    if declared:
+        try:
+            if int(declared) > limit:
+                raise too_large
+        except ValueError:
+            raise IngestError(Reason.UNDECODABLE, f"invalid Content-Length {declared!r}") from None
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    return body
+
+
+def _pipeline() -> runtime.Pipeline:
+    try:
+        return runtime.get_pipeline()
+    except StorageUnavailable as exc:
+        log.error("storage is not available: %s", exc)
+        raise IngestError(
+            Reason.STORAGE_UNAVAILABLE,
+            "storage is temporarily unavailable; nothing from this request was stored, retry later",
+            retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
+        ) from exc
+
+
+def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
+    if request.method != "POST":
+        response = HttpResponse(f"use POST to send OTLP {signal}\n", status=405, content_type="text/plain")
+        response["Allow"] = "POST"
+        return response
+    encoding = Encoding.PROTOBUF
+    try:
+        encoding = encoding_for(request.META.get("CONTENT_TYPE"))
+    except IngestError as exc:
+        return _error(exc, Encoding.PROTOBUF)
+    api_key = credentials_from_headers(request.headers.get("Authorization"), request.headers.get("X-Api-Key"))
+    try:
+        pipeline = _pipeline()
+        # Authenticate before reading or decompressing the body.
+        principal = pipeline.authenticate(api_key, signal)
+        body = _read_body(request)
+        result = pipeline.export(
+            principal=principal,
+            signal=signal,
+            body=body,
+            encoding=encoding,
+            content_encoding=request.headers.get("Content-Encoding"),
+        )
+    except IngestError as exc:
+        return _error(exc, encoding)
+    return _reply(replies.encode(result.response, encoding), 200, encoding)
+
+
+@csrf_exempt
+def traces(request: HttpRequest) -> HttpResponse:
+    return _export(request, Signal.TRACES)
+
+
+@csrf_exempt
+def metrics(request: HttpRequest) -> HttpResponse:
+    return _export(request, Signal.METRICS)
+
+
+@csrf_exempt
+def logs(request: HttpRequest) -> HttpResponse:
+    return _export(request, Signal.LOGS)

@@ -1,0 +1,53 @@
+"""The process's storage writer and pipeline, built once from settings.
+
+In the embedded mode exactly one process may open the chDB data directory, so the objects
+here are created lazily in the process that serves requests (the gunicorn worker), never in
+a parent that forks.
+"""
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from gateway.otlp.pipeline import Pipeline, PipelineConfig
+from storage.batcher import Batcher
+from storage.clickhouse import Store
+
+_lock = threading.Lock()
+_pipeline: Pipeline | None = None
+
+
+def build_pipeline(*, store: Store | None = None, migrate: bool = True) -> Pipeline:
+    store = store or Store(settings.GATEWAY_CLICKHOUSE_URL)
+    if migrate:
+        store.migrate()
+    batcher = Batcher(
+        store,
+        max_rows=settings.GATEWAY_BATCH_MAX_ROWS,
+        linger_seconds=settings.GATEWAY_BATCH_LINGER_MS / 1000,
+    )
+    batcher.start()
+    config = PipelineConfig(
+        max_decompressed_bytes=settings.GATEWAY_MAX_DECOMPRESSED_BYTES,
+        store_timeout_seconds=settings.GATEWAY_STORE_TIMEOUT_SECONDS,
+        retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
+    )
+    return Pipeline(batcher, config)
+
+
+def get_pipeline() -> Pipeline:
+    global _pipeline
+    if _pipeline is None:
+        with _lock:
+            if _pipeline is None:
+                _pipeline = build_pipeline()
+    return _pipeline
+
+
+def install_pipeline(pipeline: Pipeline | None) -> Pipeline | None:
+    """Make `pipeline` the process's pipeline (startup and tests); returns the previous one."""
+    global _pipeline
+    with _lock:
+        previous, _pipeline = _pipeline, pipeline
+    return previous

@@ -1,0 +1,180 @@
+"""Settings for otlp-gateway, every knob read from the environment with an embedded default.
+
+Embedded defaults: SQLite and chDB under GATEWAY_DATA_DIR, a local-memory cache.
+Production sets DATABASE_URL (PostgreSQL), GATEWAY_CACHE_URL (Redis) and
+GATEWAY_CLICKHOUSE_URL (http(s)://user:pass@host:8123/db).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+DATA_DIR = Path(os.environ.get("GATEWAY_DATA_DIR", BASE_DIR / "data")).resolve()
+
+
+def _secret_key() -> str:
+    configured = os.environ.get("DJANGO_SECRET_KEY")
+    if configured:
+        return configured
+    # Embedded mode: one random key per data directory, kept across restarts.
+    path = DATA_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "gateway",
+    "tenants",
+    "billing",
+    "storage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gateway.urls"
+WSGI_APPLICATION = "gateway.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str | None) -> dict:
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "gateway.sqlite3"),
+            "OPTIONS": {"timeout": 20},
+            "TEST": {"NAME": str(DATA_DIR / "test-gateway.sqlite3")},
+        }
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql"}:
+        raise ValueError(f"DATABASE_URL must be postgres://..., got scheme {parsed.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.path.lstrip("/") or "postgres",
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
+    }
+
+
+DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
+
+
+def _cache(url: str | None) -> dict:
+    if not url:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}
+    if not url.startswith(("redis://", "rediss://")):
+        raise ValueError("GATEWAY_CACHE_URL must be redis://... or unset for the local-memory cache")
+    return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+
+
+CACHES = {"default": _cache(os.environ.get("GATEWAY_CACHE_URL"))}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("GATEWAY_LOG_LEVEL", "INFO")},
+}
+
+# --- Ingestion -------------------------------------------------------------------------------
+GATEWAY_HOST = os.environ.get("GATEWAY_HOST", "0.0.0.0")
+GATEWAY_HTTP_PORT = env_int("GATEWAY_HTTP_PORT", 4318)
+GATEWAY_GRPC_PORT = env_int("GATEWAY_GRPC_PORT", 4317)
+# gunicorn threads in the single embedded worker, and gRPC handler threads.
+GATEWAY_HTTP_THREADS = env_int("GATEWAY_HTTP_THREADS", 8)
+GATEWAY_GRPC_THREADS = env_int("GATEWAY_GRPC_THREADS", 16)
+# Largest accepted request body, compressed or not, and largest size after decompression.
+GATEWAY_MAX_REQUEST_BYTES = env_int("GATEWAY_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
+GATEWAY_MAX_DECOMPRESSED_BYTES = env_int("GATEWAY_MAX_DECOMPRESSED_BYTES", 4 * 1024 * 1024)
+# Seconds an exporter is told to wait when storage is unavailable.
+GATEWAY_RETRY_AFTER_SECONDS = env_int("GATEWAY_RETRY_AFTER_SECONDS", 5)
+
+# --- Storage ---------------------------------------------------------------------------------
+GATEWAY_CLICKHOUSE_URL = os.environ.get(
+    "GATEWAY_CLICKHOUSE_URL", f"chdb://{DATA_DIR / 'clickhouse'}"
+)
+# Batcher: most rows in one INSERT, how long it waits for more requests to join a batch,
+# and how long a request waits for its rows to be stored before it is answered 503.
+GATEWAY_BATCH_MAX_ROWS = env_int("GATEWAY_BATCH_MAX_ROWS", 50_000)
+GATEWAY_BATCH_LINGER_MS = env_int("GATEWAY_BATCH_LINGER_MS", 2)
+GATEWAY_STORE_TIMEOUT_SECONDS = env_int("GATEWAY_STORE_TIMEOUT_SECONDS", 30)
+# Days a tenant's telemetry is kept when its plan says nothing else.
+GATEWAY_DEFAULT_RETENTION_DAYS = env_int("GATEWAY_DEFAULT_RETENTION_DAYS", 30)

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from gateway import health
+from gateway.otlp import http
+
+urlpatterns = [
+    path("v1/traces", http.traces, name="otlp-traces"),
+    path("v1/metrics", http.metrics, name="otlp-metrics"),
+    path("v1/logs", http.logs, name="otlp-logs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,135 @@
+"""Groups the rows of concurrent requests into one columnar INSERT per table.
+
+A request hands its batches to `write()` and is blocked until they are stored (or failed),
+so nothing is acknowledged before it is in ClickHouse. One thread does all inserts, which is
+also what chDB's one-writer-per-process model wants.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from storage.clickhouse import Store, StorageUnavailable
+from storage.flatten import TableBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    batches: list[TableBatch]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: StorageUnavailable | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(batch.rows for batch in self.batches)
+
+
+_STOP = object()
+
+
+class Batcher:
+    def __init__(self, store: Store, *, max_rows: int = 50_000, linger_seconds: float = 0.002):
+        self.store = store
+        self.max_rows = max_rows
+        self.linger_seconds = linger_seconds
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.inserts = 0  # INSERT statements issued; tells how well requests were grouped
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="clickhouse-batcher", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Store what is queued, then stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def write(self, batches: list[TableBatch], *, timeout: float) -> None:
+        """Store `batches`; returns only once they are in ClickHouse. Raises StorageUnavailable."""
+        if not batches:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            raise StorageUnavailable("the storage writer is not running")
+        pending = _Pending(batches)
+        self._queue.put(pending)
+        if not pending.done.wait(timeout):
+            raise StorageUnavailable(f"storage did not confirm the write within {timeout:g}s")
+        if pending.error is not None:
+            raise pending.error
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group, stop = self._collect(first)
+            self._flush(group)
+            if stop:
+                return
+
+    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        group, rows = [first], first.rows
+        deadline = time.monotonic() + self.linger_seconds
+        while rows < self.max_rows:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return group, True
+            group.append(item)
+            rows += item.rows
+        return group, False
+
+    def _flush(self, group: list[_Pending]) -> None:
+        by_table: dict[str, list[tuple[_Pending, TableBatch]]] = {}
+        for pending in group:
+            for batch in pending.batches:
+                by_table.setdefault(batch.table, []).append((pending, batch))
+        for table, parts in by_table.items():
+            try:
+                self._insert_merged([batch for _, batch in parts])
+            except StorageUnavailable as exc:
+                if len(parts) == 1:
+                    parts[0][0].error = exc
+                    continue
+                # Find out whose rows the server refuses, so one bad request fails alone.
+                log.warning("grouped insert into %s failed (%s); retrying request by request", table, exc)
+                for pending, batch in parts:
+                    try:
+                        self._insert_merged([batch])
+                    except StorageUnavailable as single_exc:
+                        pending.error = single_exc
+        for pending in group:
+            if pending.error is not None:
+                log.error("storing a request failed: %s", pending.error)
+            pending.done.set()
+
+    def _insert_merged(self, batches: list[TableBatch]) -> None:
+        first = batches[0]
+        if len(batches) == 1:
+            columns = first.columns
+        else:
+            columns = [list(column) for column in first.columns]
+            for batch in batches[1:]:
+                for merged, column in zip(columns, batch.columns):
+                    merged.extend(column)
+        self.store.insert(first.table, first.column_names, columns)
+        self.inserts += 1

@@ -1,0 +1,138 @@
+"""The one connection to ClickHouse (chDB embedded, or a server over HTTP), through
+clickhouse-connect. Reads of telemetry tables are refused here unless tenant-scoped
+(see storage.reader); the only other way is named `dangerously_query_unscoped`."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from storage.schema import MIGRATIONS, MIGRATIONS_TABLE, TELEMETRY_TABLES
+
+log = logging.getLogger(__name__)
+
+_TELEMETRY_RE = re.compile(r"\b(" + "|".join(TELEMETRY_TABLES) + r")\b", re.IGNORECASE)
+
+
+class StorageUnavailable(Exception):
+    """ClickHouse could not be reached or refused the write; nothing was stored."""
+
+
+class UnscopedQueryError(Exception):
+    """A read of tenant telemetry that does not go through the tenant-scoped reader."""
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parsed = urlparse(url)
+    if parsed.password:
+        netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+        return parsed._replace(netloc=netloc).geturl()
+    return url
+
+
+class Store:
+    """A lazily connected clickhouse-connect client for one URL."""
+
+    def __init__(self, url: str):
+        scheme = urlparse(url).scheme
+        if scheme not in {"chdb", "http", "https"}:
+            raise ValueError(f"GATEWAY_CLICKHOUSE_URL must be chdb:///path or http(s)://..., got {describe_url(url)!r}")
+        self.url = url
+        self.embedded = scheme == "chdb"
+        self._client = None
+        self._connect_lock = threading.Lock()
+        self._insert_contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _get_client(self):
+        if self._client is None:
+            with self._connect_lock:
+                if self._client is None:
+                    kwargs: dict[str, Any] = {}
+                    if not self.embedded:
+                        kwargs = {"connect_timeout": 5, "send_receive_timeout": 30, "autogenerate_session_id": False}
+                    try:
+                        self._client = clickhouse_connect.get_client(dsn=self.url, **kwargs)
+                    except Exception as exc:  # the driver raises several kinds for "cannot connect"
+                        raise StorageUnavailable(f"cannot connect to ClickHouse at {describe_url(self.url)}: {exc}") from exc
+        return self._client
+
+    def close(self) -> None:
+        with self._connect_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+                self._insert_contexts.clear()
+
+    def command(self, sql: str) -> None:
+        """DDL and maintenance statements."""
+        self._get_client().command(sql)
+
+    def insert(self, table: str, column_names: Sequence[str], columns: Sequence[list]) -> None:
+        """One columnar INSERT. Raises StorageUnavailable when the rows were not stored."""
+        key = (table, tuple(column_names))
+        try:
+            client = self._get_client()
+            context = self._insert_contexts.get(key)
+            if context is None:
+                context = client.create_insert_context(table, column_names=list(column_names), column_oriented=True)
+                self._insert_contexts[key] = context
+            context.data = columns
+            client.data_insert(context)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            # A broken connection can leave a half-used context behind; start fresh next time.
+            self._insert_contexts.pop(key, None)
+            raise StorageUnavailable(f"insert into {table} failed: {exc}") from exc
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None):
+        """Reads that touch no tenant telemetry (schema, migrations, health)."""
+        if _TELEMETRY_RE.search(sql):
+            raise UnscopedQueryError(
+                "refusing to read telemetry tables without a tenant scope: use "
+                "storage.reader.TenantReader (or Store.dangerously_query_unscoped for operator tools)"
+            )
+        return self._get_client().query(sql, parameters=parameters)
+
+    def dangerously_query_unscoped(self, sql: str, parameters: dict[str, Any] | None = None, *, reason: str):
+        """Reads across tenants. Only operator tooling may call this; `reason` is logged."""
+        if not reason:
+            raise ValueError("dangerously_query_unscoped needs a reason")
+        log.warning("unscoped ClickHouse read (%s): %s", reason, sql.split("\n", 1)[0][:200])
+        return self._get_client().query(sql, parameters=parameters)
+
+    def _scoped_query(self, sql: str, parameters: dict[str, Any], settings: dict[str, Any]):
+        return self._get_client().query(sql, parameters=parameters, settings=settings)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._get_client().ping())
+        except (StorageUnavailable, ClickHouseError, OSError):
+            return False
+
+    def migrate(self) -> list[int]:
+        """Apply the DDL migrations not yet applied, in order. Returns the versions applied."""
+        self.command(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
+            "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+            "ENGINE = MergeTree ORDER BY version"
+        )
+        done = {row[0] for row in self.query(f"SELECT version FROM {MIGRATIONS_TABLE}").result_rows}
+        applied = []
+        for migration in sorted(MIGRATIONS, key=lambda m: m.version):
+            if migration.version in done:
+                continue
+            for statement in migration.statements:
+                self.command(statement)
+            self._get_client().insert(
+                MIGRATIONS_TABLE, [[migration.version, migration.name]], column_names=["version", "name"]
+            )
+            log.info("applied ClickHouse migration %s: %s", migration.version, migration.name)
+            applied.append(migration.version)
+        return applied

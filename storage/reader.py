@@ -1,0 +1,39 @@
+"""The only way code reads telemetry back: every query is bound to one tenant.
+
+The tenant id is bound as a server-side parameter `{tenant_id:String}` that the SQL must use,
+and ClickHouse's `additional_table_filters` adds `TenantId = <tenant>` to every telemetry table
+the query touches, so a query that forgets a filter still sees only this tenant's rows.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from storage.clickhouse import Store, UnscopedQueryError
+from storage.schema import TELEMETRY_TABLES
+
+TENANT_PARAMETER = "{tenant_id:String}"
+
+
+class TenantReader:
+    def __init__(self, store: Store, tenant_id: str):
+        # Tenant ids are UUIDs; parsing one here keeps anything else out of the filter text.
+        self.tenant_id = str(uuid.UUID(str(tenant_id)))
+        self._store = store
+        condition = f"TenantId = '{self.tenant_id}'"
+        self._settings = {"additional_table_filters": {table: condition for table in TELEMETRY_TABLES}}
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None):
+        if TENANT_PARAMETER not in sql:
+            raise UnscopedQueryError(
+                f"tenant-scoped queries must filter on TenantId = {TENANT_PARAMETER}"
+            )
+        params = dict(parameters or {})
+        if "tenant_id" in params:
+            raise UnscopedQueryError("the tenant_id parameter is bound by TenantReader, not the caller")
+        params["tenant_id"] = self.tenant_id
+        return self._store._scoped_query(sql, params, self._settings)
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        result = self.query(sql, parameters)
+        return [dict(zip(result.column_names, row)) for row in result.result_rows]

@@ -1,0 +1,8 @@
+"""Test settings: the embedded defaults, under a fresh data directory per test run."""
+import os
+import tempfile
+
+os.environ.setdefault("GATEWAY_DATA_DIR", tempfile.mkdtemp(prefix="otlpgw-test-"))
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
+
+from gateway.settings import *  # noqa: E402,F401,F403
