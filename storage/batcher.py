@@ -55,6 +55,15 @@ class Batcher:
         if thread is not None and thread.is_alive():
             self._queue.put(_STOP)
             thread.join(timeout)
+        # Anything that arrived after the stop is refused, not left waiting.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Pending):
+                item.error = StorageUnavailable("the gateway is shutting down; nothing was stored")
+                item.done.set()
 
     @property
     def queue_depth(self) -> int:

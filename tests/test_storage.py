@@ -1,0 +1,119 @@
+"""ClickHouse schema, migrations and the batcher, against the real embedded ClickHouse."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from storage.batcher import Batcher
+from storage.clickhouse import StorageUnavailable, Store
+from storage.flatten.traces import flatten_traces
+from storage.reader import TenantReader
+from storage.schema import TELEMETRY_TABLES
+from tests import otlp_requests
+
+
+def test_every_telemetry_table_is_partitioned_and_sorted_by_tenant_first(store):
+    rows = store.query(
+        "SELECT name, partition_key, sorting_key FROM system.tables "
+        "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+        {"names": list(TELEMETRY_TABLES)},
+    ).result_rows
+    assert sorted(name for name, _, _ in rows) == sorted(TELEMETRY_TABLES)
+    for name, partition_key, sorting_key in rows:
+        assert partition_key.startswith("(TenantId, toDate("), (name, partition_key)
+        assert sorting_key.startswith("TenantId, "), (name, sorting_key)
+
+
+def test_migrations_are_recorded_and_idempotent(store):
+    assert store.migrate() == []
+    versions = [v for (v,) in store.query("SELECT version FROM gateway_schema_migrations").result_rows]
+    assert versions == [1]
+
+
+def _batch(tenant_id: str, spans: int = 10):
+    return flatten_traces(otlp_requests.traces_request(spans), tenant_id=tenant_id, retention_days=7).batches
+
+
+def _count(store, tenant_id: str) -> int:
+    reader = TenantReader(store, tenant_id)
+    return reader.query("SELECT count() FROM otel_traces WHERE TenantId = {tenant_id:String}").result_rows[0][0]
+
+
+def test_batcher_groups_concurrent_requests_into_few_inserts(store):
+    batcher = Batcher(store, linger_seconds=0.05)
+    batcher.start()
+    tenant_ids = [str(uuid.uuid4()) for _ in range(20)]
+    barrier = threading.Barrier(len(tenant_ids))
+
+    def send(tenant_id):
+        barrier.wait()
+        batcher.write(_batch(tenant_id), timeout=30)
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in tenant_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.stop()
+    assert batcher.inserts < len(tenant_ids)
+    assert [_count(store, t) for t in tenant_ids] == [10] * len(tenant_ids)
+
+
+def test_one_refused_request_fails_alone(store):
+    batcher = Batcher(store, linger_seconds=0.2)
+    batcher.start()
+    good_id, bad_id = str(uuid.uuid4()), str(uuid.uuid4())
+    bad = _batch(bad_id)
+    bad[0].columns[bad[0].column_names.index("Duration")][0] = -5  # UInt64 cannot hold it
+    results = {}
+
+    def send(name, batches):
+        try:
+            batcher.write(batches, timeout=30)
+            results[name] = "stored"
+        except StorageUnavailable as exc:
+            results[name] = str(exc)
+
+    threads = [threading.Thread(target=send, args=("bad", bad)),
+               threading.Thread(target=send, args=("good", _batch(good_id)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.stop()
+    assert results["good"] == "stored"
+    assert results["bad"] != "stored"
+    assert _count(store, good_id) == 10 and _count(store, bad_id) == 0
+
+
+def test_stop_stores_what_is_queued(store):
+    batcher = Batcher(store, linger_seconds=0.5)
+    batcher.start()
+    tenant_id = str(uuid.uuid4())
+    writer = threading.Thread(target=batcher.write, args=(_batch(tenant_id),), kwargs={"timeout": 30})
+    writer.start()
+    time.sleep(0.1)  # the request is queued and the batcher is lingering for more
+    batcher.stop()
+    writer.join()
+    assert _count(store, tenant_id) == 10
+
+
+def test_write_without_a_running_batcher_is_refused(store):
+    with pytest.raises(StorageUnavailable):
+        Batcher(store).write(_batch(str(uuid.uuid4())), timeout=1)
+
+
+def test_unreachable_server_is_storage_unavailable():
+    store = Store("http://127.0.0.1:9/default")
+    with pytest.raises(StorageUnavailable, match="cannot connect"):
+        store.insert("otel_traces", ("TenantId",), [["x"]])
+    assert store.ping() is False
+
+
+def test_url_validation_hides_password():
+    with pytest.raises(ValueError) as caught:
+        Store("mysql://user:secret@host/db")
+    assert "secret" not in str(caught.value)
