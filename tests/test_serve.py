@@ -1,0 +1,119 @@
+"""End to end: `manage.py serve` as a person runs it (gunicorn worker with the gRPC server and
+the batcher inside), real exporters over both transports, rows read from its chDB directory
+after it stopped (one process owns a chDB path at a time)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gateway:
+    def __init__(self, data_dir: Path):
+        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_"))},
+            "GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_GRPC_PORT": str(self.grpc_port), "GATEWAY_HTTP_PORT": str(self.http_port),
+            "DJANGO_SETTINGS_MODULE": "gateway.settings", "PYTHONUNBUFFERED": "1",
+        }
+        self.log = data_dir / f"serve-{self.grpc_port}.log"
+
+    def __enter__(self):
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.output = open(self.log, "w")
+        self.process = subprocess.Popen([sys.executable, "manage.py", "serve"], cwd=ROOT, env=self.env,
+                                        stdout=self.output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                assert self.process.poll() is None, self.text()
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert time.monotonic() < deadline, "gateway did not start:\n" + self.text()
+                time.sleep(0.2)
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(30) == 0, self.text()
+        self.output.close()
+
+
+def _query(data_dir: Path, sql: str) -> list:
+    """Read the stopped gateway's chDB directory from a fresh process."""
+    script = (
+        "import json, sys, clickhouse_connect\n"
+        f"client = clickhouse_connect.get_client(dsn='chdb://{data_dir / 'clickhouse'}')\n"
+        "print(json.dumps(client.query(sys.argv[1]).result_rows, default=str))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, sql], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_serve_end_to_end(tmp_path):
+    data_dir = tmp_path / "data"
+    with Gateway(data_dir) as gateway:
+        key = next(word for word in gateway.text().split() if word.startswith("otlpgw_"))
+        assert f"OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{gateway.grpc_port}" in gateway.text()
+        assert f"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20{key}" in gateway.text()
+
+        tracer_provider = TracerProvider(resource=Resource.create({"service.name": "e2e"}))
+        tracer_provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+            endpoint=f"127.0.0.1:{gateway.grpc_port}", insecure=True, headers={"authorization": f"Bearer {key}"})))
+        with tracer_provider.get_tracer("e2e").start_as_current_span("checkout") as span:
+            pass
+        tracer_provider.shutdown()
+
+        logger_provider = LoggerProvider(resource=Resource.create({"service.name": "e2e"}))
+        logger_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(
+            endpoint=f"http://127.0.0.1:{gateway.http_port}/v1/logs", headers={"x-api-key": key})))
+        logger_provider.get_logger("e2e").emit(body="hello from e2e", severity_text="INFO")
+        logger_provider.shutdown()
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/readyz") as ready:
+            assert json.loads(ready.read())["checks"] == {"database": "ok", "clickhouse": "ok"}
+
+    rows = _query(data_dir, "SELECT TenantId, SpanName, TraceId, ServiceName FROM otel_traces")
+    assert [row[1:] for row in rows] == [["checkout", f"{span.context.trace_id:032x}", "e2e"]]
+    logs = _query(data_dir, "SELECT TenantId, Body FROM otel_logs")
+    assert logs == [[rows[0][0], "hello from e2e"]]
+
+    # A second start keeps the data and does not print a key again.
+    with Gateway(data_dir) as gateway:
+        assert "otlpgw_" not in gateway.text()
+        assert "Demo tenant 'demo' exists" in gateway.text()
+    assert len(_query(data_dir, "SELECT SpanName FROM otel_traces")) == 1
