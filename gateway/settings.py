@@ -54,13 +54,15 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "gateway.admin_site.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "django_ratelimit",
     "gateway",
     "tenants",
     "billing",
@@ -73,6 +75,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenants.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -153,6 +156,41 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("GATEWAY_LOG_LEVEL", "INFO")},
 }
+
+# --- Console, REST API, audit ---------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.api.authentication.ConsoleTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.RolePermissions"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "otlp-gateway console API",
+    "DESCRIPTION": "Tenants, API keys and the audit log of the OTLP gateway.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+# Proxies in front of the console that append to X-Forwarded-For (0: use the socket address).
+GATEWAY_TRUSTED_PROXY_HOPS = env_int("GATEWAY_TRUSTED_PROXY_HOPS", 0)
+# Console login attempts allowed per client address (django-ratelimit rate syntax).
+GATEWAY_ADMIN_LOGIN_RATE = os.environ.get("GATEWAY_ADMIN_LOGIN_RATE", "10/m")
+# Ed25519 private key (PEM) that signs audit exports; generated in the data dir when unset.
+GATEWAY_AUDIT_SIGNING_KEY_FILE = os.environ.get(
+    "GATEWAY_AUDIT_SIGNING_KEY_FILE", str(DATA_DIR / "audit-signing-key.pem")
+)
+RATELIMIT_VIEW = "tenants.console.login_throttled"
+# django-ratelimit asks for a cache shared by every process with atomic increments.
+# Embedded mode is one process, so its local-memory cache is shared by construction;
+# Django's own RedisCache increments atomically but is not on django-ratelimit's list.
+SILENCED_SYSTEM_CHECKS = (
+    ["django_ratelimit.E003", "django_ratelimit.W001"]
+    if CACHES["default"]["BACKEND"].endswith("LocMemCache")
+    else ["django_ratelimit.W001"]
+)
 
 # --- Ingestion -------------------------------------------------------------------------------
 GATEWAY_HOST = os.environ.get("GATEWAY_HOST", "0.0.0.0")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -21,6 +22,15 @@ class Principal:
     retention_days: int
     key_id: int
     key_prefix: str
+
+
+# last_used_at is written at most this often per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _touch(key: ApiKey, now) -> None:
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
 
 
 def credentials_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
@@ -43,7 +53,7 @@ def authenticate(api_key: str | None, signal: Signal) -> Principal:
     if not is_well_formed(api_key):
         raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
     hashed = hash_key(api_key)
-    candidates = ApiKey.objects.select_related("tenant").filter(prefix=visible_prefix(api_key))
+    candidates = ApiKey.objects.select_related("tenant", "replaced_by").filter(prefix=visible_prefix(api_key))
     match = None
     for candidate in candidates:
         if secrets.compare_digest(candidate.hashed_key, hashed):
@@ -53,6 +63,12 @@ def authenticate(api_key: str | None, signal: Signal) -> Principal:
     now = timezone.now()
     if match.revoked_at is not None:
         raise IngestError(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was revoked")
+    if match.grace_until is not None and match.grace_until <= now:
+        replacement = f" ({match.replaced_by.prefix}…)" if match.replaced_by_id else ""
+        raise IngestError(
+            Reason.UNAUTHENTICATED,
+            f"API key {match.prefix}… was rotated on {match.rotated_at:%Y-%m-%d}; use the new key{replacement}",
+        )
     if match.expires_at is not None and match.expires_at <= now:
         raise IngestError(
             Reason.UNAUTHENTICATED,
@@ -66,6 +82,7 @@ def authenticate(api_key: str | None, signal: Signal) -> Principal:
             Reason.PERMISSION_DENIED,
             f"API key {match.prefix}… may not write {signal.value}; its scopes are {match.scopes}",
         )
+    _touch(match, now)
     return Principal(
         tenant_id=str(tenant.id),
         tenant_slug=tenant.slug,

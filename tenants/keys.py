@@ -13,12 +13,11 @@ import zlib
 from dataclasses import dataclass
 
 KEY_PREFIX = "otlpgw_"
+CONSOLE_TOKEN_PREFIX = "otlpgwc_"
 _ALPHABET = string.digits + string.ascii_letters
 _RANDOM_LENGTH = 30
 _CHECKSUM_LENGTH = 6
 KEY_LENGTH = len(KEY_PREFIX) + _RANDOM_LENGTH + _CHECKSUM_LENGTH
-# What is stored in the clear to identify a key: the fixed prefix and 8 random characters.
-VISIBLE_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 
 
 def _base62(number: int, width: int) -> str:
@@ -42,25 +41,35 @@ class NewKey:
     hashed: str
 
 
-def generate_key() -> NewKey:
+def _generate(prefix: str) -> NewKey:
     body = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LENGTH))
-    secret = KEY_PREFIX + body + _checksum(body)
-    return NewKey(secret=secret, prefix=visible_prefix(secret), hashed=hash_key(secret))
+    secret = prefix + body + _checksum(body)
+    return NewKey(secret=secret, prefix=secret[: len(prefix) + 8], hashed=hash_key(secret))
+
+
+def generate_key() -> NewKey:
+    """An ingestion API key for a tenant's exporters."""
+    return _generate(KEY_PREFIX)
+
+
+def generate_console_token() -> NewKey:
+    """A REST API token for a console user (a different prefix, so the two never mix)."""
+    return _generate(CONSOLE_TOKEN_PREFIX)
 
 
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def visible_prefix(secret: str) -> str:
-    return secret[:VISIBLE_PREFIX_LENGTH]
+def visible_prefix(secret: str, prefix: str = KEY_PREFIX) -> str:
+    return secret[: len(prefix) + 8]
 
 
-def is_well_formed(secret: str) -> bool:
+def is_well_formed(secret: str, prefix: str = KEY_PREFIX) -> bool:
     """True when the key has our format and its checksum matches (no database needed)."""
-    if len(secret) != KEY_LENGTH or not secret.startswith(KEY_PREFIX):
+    if len(secret) != len(prefix) + _RANDOM_LENGTH + _CHECKSUM_LENGTH or not secret.startswith(prefix):
         return False
-    rest = secret[len(KEY_PREFIX):]
+    rest = secret[len(prefix):]
     if any(ch not in _ALPHABET for ch in rest):
         return False
     body, check = rest[:_RANDOM_LENGTH], rest[_RANDOM_LENGTH:]

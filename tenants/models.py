@@ -1,4 +1,4 @@
-"""Tenants and their API keys."""
+"""Tenants, their API keys, console API tokens, and the append-only audit log."""
 from __future__ import annotations
 
 import uuid
@@ -22,9 +22,14 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    plan = models.ForeignKey("billing.Plan", null=True, blank=True, on_delete=models.PROTECT, related_name="tenants")
     retention_days = models.PositiveSmallIntegerField(
         default=settings.GATEWAY_DEFAULT_RETENTION_DAYS,
         help_text="Days this tenant's telemetry is kept in ClickHouse.",
+    )
+    sensitive_attribute_keys = models.JSONField(
+        default=list, blank=True,
+        help_text="Attribute keys whose values are encrypted at rest, in addition to the default list.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -51,10 +56,90 @@ class ApiKey(models.Model):
     scopes = models.JSONField(default=list, help_text="Signals this key may write.")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # After a rotation the old key keeps working until this time, then fails with a message.
+    grace_until = models.DateTimeField(null=True, blank=True, editable=False)
+    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, editable=False,
+                                    related_name="replaces")
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})"
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.rotated_at:
+            return "rotated"
+        return "active"
+
+
+class ConsoleToken(models.Model):
+    """A token for the REST API, belonging to a console user. Only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="console_tokens")
+    name = models.CharField(max_length=200, default="api")
+    prefix = models.CharField(max_length=32, db_index=True, editable=False)
+    hashed_token = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("the audit log is append-only: entries cannot be updated")
+
+    def delete(self):
+        raise PermissionError("the audit log is append-only: entries cannot be deleted")
+
+
+class AuditEvent(models.Model):
+    """One recorded state change. Entries form a hash chain: each `hash` covers the entry's
+    canonical form including the previous entry's hash (see tenants.audit)."""
+
+    seq = models.PositiveBigIntegerField(unique=True, editable=False)
+    created_at = models.DateTimeField(editable=False, db_index=True)
+    actor = models.CharField(max_length=200, editable=False, db_index=True)
+    action = models.CharField(max_length=64, editable=False, db_index=True)
+    target_type = models.CharField(max_length=64, editable=False, db_index=True)
+    target_id = models.CharField(max_length=64, editable=False, blank=True, db_index=True)
+    target_repr = models.CharField(max_length=300, editable=False, blank=True)
+    changes = models.JSONField(default=dict, editable=False)
+    source_ip = models.CharField(max_length=64, editable=False, blank=True)
+    request_id = models.CharField(max_length=64, editable=False, blank=True)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-seq"]
+        permissions = [("export_auditevent", "Can export the audit log")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.target_repr or self.target_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("the audit log is append-only: entries cannot be updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("the audit log is append-only: entries cannot be deleted")
+
+
+class AuditChainHead(models.Model):
+    """The newest entry of the chain, one row, locked while an entry is appended; also lets
+    verification notice entries removed from the end."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64)

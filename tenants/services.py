@@ -1,15 +1,24 @@
-"""Services that change tenants and keys (views and commands call these, never the ORM)."""
+"""Services that change tenants, keys and console tokens. Views, the admin, the API and
+commands call these, never the ORM directly; every change is audited in the same transaction."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
-from tenants.keys import generate_key
-from tenants.models import ApiKey, Tenant
+from tenants import audit
+from tenants.audit import Actor
+from tenants.keys import generate_key, generate_console_token
+from tenants.models import ApiKey, ConsoleToken, Tenant
 
 ALL_SCOPES = [choice.value for choice in ApiKey.Scope]
+TENANT_FIELDS = ("name", "slug", "status", "plan_id", "retention_days", "sensitive_attribute_keys")
+KEY_FIELDS = ("name", "prefix", "scopes", "expires_at", "revoked_at", "rotated_at", "grace_until", "replaced_by_id")
+DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -20,28 +29,174 @@ class IssuedKey:
     secret: str
 
 
-def create_tenant(*, name: str, slug: str | None = None) -> Tenant:
+def snapshot(instance, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {field: getattr(instance, field) for field in fields}
+
+
+def _validate_scopes(scopes: list[str]) -> list[str]:
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+    if unknown:
+        raise ValueError(f"unknown key scopes {unknown}; choose from {ALL_SCOPES}")
+    if not scopes:
+        raise ValueError(f"a key needs at least one scope of {ALL_SCOPES}")
+    return sorted(set(scopes), key=ALL_SCOPES.index)
+
+
+@transaction.atomic
+def create_tenant(*, actor: Actor, name: str, slug: str | None = None, **fields: Any) -> Tenant:
     slug = slug or slugify(name)
     if not slug:
         raise ValueError(f"cannot derive a slug from tenant name {name!r}; pass one explicitly")
     if Tenant.objects.filter(slug=slug).exists():
         raise ValueError(f"a tenant with slug {slug!r} already exists")
-    return Tenant.objects.create(name=name, slug=slug)
+    tenant = Tenant.objects.create(name=name, slug=slug, **fields)
+    audit.record(actor=actor, action="tenant.created", target_type="tenant", target_id=tenant.id,
+                 target_repr=tenant.slug, changes=audit.diff(None, snapshot(tenant, TENANT_FIELDS)))
+    return tenant
 
 
-def issue_key(*, tenant: Tenant, name: str = "default", scopes: list[str] | None = None) -> IssuedKey:
-    scopes = list(scopes) if scopes is not None else list(ALL_SCOPES)
-    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+@transaction.atomic
+def update_tenant(*, actor: Actor, tenant: Tenant, **fields: Any) -> Tenant:
+    allowed = set(TENANT_FIELDS) - {"status"} | {"plan"}
+    unknown = sorted(set(fields) - allowed)
     if unknown:
-        raise ValueError(f"unknown key scopes {unknown}; choose from {ALL_SCOPES}")
+        raise ValueError(f"cannot change {unknown} this way")
+    if "slug" in fields and Tenant.objects.filter(slug=fields["slug"]).exclude(pk=tenant.pk).exists():
+        raise ValueError(f"a tenant with slug {fields['slug']!r} already exists")
+    before = snapshot(tenant, TENANT_FIELDS)
+    for field, value in fields.items():
+        setattr(tenant, field, value)
+    tenant.full_clean()
+    tenant.save()
+    changes = audit.diff(before, snapshot(tenant, TENANT_FIELDS))
+    if changes["after"] or changes["before"]:
+        audit.record(actor=actor, action="tenant.updated", target_type="tenant", target_id=tenant.id,
+                     target_repr=tenant.slug, changes=changes)
+    return tenant
+
+
+def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Tenant:
+    if tenant.status == Tenant.Status.DELETED:
+        raise ValueError(f"tenant {tenant.slug} is deleted; its status cannot change")
+    before = snapshot(tenant, TENANT_FIELDS)
+    tenant.status = status
+    tenant.save(update_fields=["status", "updated_at"])
+    audit.record(actor=actor, action=action, target_type="tenant", target_id=tenant.id, target_repr=tenant.slug,
+                 changes=audit.diff(before, snapshot(tenant, TENANT_FIELDS)))
+    return tenant
+
+
+@transaction.atomic
+def suspend_tenant(*, actor: Actor, tenant: Tenant) -> Tenant:
+    return _set_status(actor=actor, tenant=tenant, status=Tenant.Status.SUSPENDED, action="tenant.suspended")
+
+
+@transaction.atomic
+def activate_tenant(*, actor: Actor, tenant: Tenant) -> Tenant:
+    return _set_status(actor=actor, tenant=tenant, status=Tenant.Status.ACTIVE, action="tenant.activated")
+
+
+def delete_tenant(*, actor: Actor, tenant: Tenant, drop_partitions) -> Tenant:
+    """Mark the tenant deleted, revoke its keys, and drop its telemetry partitions.
+
+    `drop_partitions(tenant_id) -> int` removes the stored data (storage.tenant_data)."""
+    with transaction.atomic():
+        _set_status(actor=actor, tenant=tenant, status=Tenant.Status.DELETED, action="tenant.deleted")
+        now = timezone.now()
+        for key in tenant.api_keys.filter(revoked_at__isnull=True):
+            _revoke(actor=actor, key=key, now=now)
+    dropped = drop_partitions(str(tenant.id))
+    audit.record(actor=actor, action="tenant.data_dropped", target_type="tenant", target_id=tenant.id,
+                 target_repr=tenant.slug, changes={"after": {"partitions_dropped": dropped}, "before": {}})
+    return tenant
+
+
+@transaction.atomic
+def issue_key(
+    *, actor: Actor, tenant: Tenant, name: str = "default", scopes: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    if tenant.status == Tenant.Status.DELETED:
+        raise ValueError(f"tenant {tenant.slug} is deleted; it cannot get keys")
+    scopes = _validate_scopes(list(scopes) if scopes is not None else list(ALL_SCOPES))
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValueError("the expiry must be in the future")
     new_key = generate_key()
-    api_key = ApiKey.objects.create(
-        tenant=tenant, name=name, prefix=new_key.prefix, hashed_key=new_key.hashed, scopes=scopes
-    )
+    api_key = ApiKey.objects.create(tenant=tenant, name=name, prefix=new_key.prefix, hashed_key=new_key.hashed,
+                                    scopes=scopes, expires_at=expires_at)
+    audit.record(actor=actor, action="key.created", target_type="api_key", target_id=api_key.id,
+                 target_repr=f"{api_key.prefix}… of {tenant.slug}", changes=audit.diff(None, snapshot(api_key, KEY_FIELDS)))
     return IssuedKey(api_key=api_key, secret=new_key.secret)
 
 
 @transaction.atomic
-def create_tenant_with_key(*, name: str, slug: str | None = None) -> IssuedKey:
-    tenant = create_tenant(name=name, slug=slug)
-    return issue_key(tenant=tenant)
+def create_tenant_with_key(*, actor: Actor, name: str, slug: str | None = None) -> IssuedKey:
+    tenant = create_tenant(actor=actor, name=name, slug=slug)
+    return issue_key(actor=actor, tenant=tenant)
+
+
+def _revoke(*, actor: Actor, key: ApiKey, now: datetime) -> None:
+    before = snapshot(key, KEY_FIELDS)
+    key.revoked_at = now
+    key.save(update_fields=["revoked_at"])
+    audit.record(actor=actor, action="key.revoked", target_type="api_key", target_id=key.id,
+                 target_repr=f"{key.prefix}… of {key.tenant.slug}", changes=audit.diff(before, snapshot(key, KEY_FIELDS)))
+
+
+@transaction.atomic
+def revoke_key(*, actor: Actor, key: ApiKey) -> ApiKey:
+    if key.revoked_at is not None:
+        raise ValueError(f"key {key.prefix}… is already revoked")
+    _revoke(actor=actor, key=key, now=timezone.now())
+    return key
+
+
+@transaction.atomic
+def rotate_key(*, actor: Actor, key: ApiKey, grace: timedelta = DEFAULT_ROTATION_GRACE) -> IssuedKey:
+    """A new key with the same tenant, name, scopes and expiry. The old one keeps working for
+    `grace`, then fails with a message naming the rotation."""
+    if key.revoked_at is not None:
+        raise ValueError(f"key {key.prefix}… is revoked; issue a new key instead")
+    if key.rotated_at is not None:
+        raise ValueError(f"key {key.prefix}… was already rotated on {key.rotated_at:%Y-%m-%d}")
+    if grace < timedelta(0):
+        raise ValueError("the grace period cannot be negative")
+    new_key = generate_key()
+    replacement = ApiKey.objects.create(tenant=key.tenant, name=key.name, prefix=new_key.prefix,
+                                        hashed_key=new_key.hashed, scopes=key.scopes, expires_at=key.expires_at)
+    before = snapshot(key, KEY_FIELDS)
+    now = timezone.now()
+    key.rotated_at, key.grace_until, key.replaced_by = now, now + grace, replacement
+    key.save(update_fields=["rotated_at", "grace_until", "replaced_by"])
+    audit.record(actor=actor, action="key.rotated", target_type="api_key", target_id=key.id,
+                 target_repr=f"{key.prefix}… of {key.tenant.slug}",
+                 changes=audit.diff(before, snapshot(key, KEY_FIELDS)))
+    audit.record(actor=actor, action="key.created", target_type="api_key", target_id=replacement.id,
+                 target_repr=f"{replacement.prefix}… of {key.tenant.slug}",
+                 changes=audit.diff(None, snapshot(replacement, KEY_FIELDS)))
+    return IssuedKey(api_key=replacement, secret=new_key.secret)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ConsoleToken
+    secret: str
+
+
+@transaction.atomic
+def create_console_token(*, actor: Actor, user, name: str = "api") -> IssuedToken:
+    new = generate_console_token()
+    token = ConsoleToken.objects.create(user=user, name=name, prefix=new.prefix, hashed_token=new.hashed)
+    audit.record(actor=actor, action="token.created", target_type="console_token", target_id=token.id,
+                 target_repr=f"{token.prefix}… of {user.get_username()}", changes={"before": {}, "after": {"name": name}})
+    return IssuedToken(token=token, secret=new.secret)
+
+
+@transaction.atomic
+def revoke_console_token(*, actor: Actor, token: ConsoleToken) -> ConsoleToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit.record(actor=actor, action="token.revoked", target_type="console_token", target_id=token.id,
+                     target_repr=f"{token.prefix}… of {token.user.get_username()}")
+    return token

@@ -18,6 +18,7 @@ from gateway.otlp.grpc_server import build_server
 from storage.clickhouse import Store
 from storage.reader import TenantReader
 from tenants.models import Tenant
+from tenants.audit import Actor
 from tenants.services import create_tenant_with_key
 
 _tenant_numbers = itertools.count(1)
@@ -83,7 +84,7 @@ class TenantWithKey:
 def make_tenant(store, transactional_db):
     def make(name: str | None = None) -> TenantWithKey:
         number = next(_tenant_numbers)
-        issued = create_tenant_with_key(name=name or f"Tenant {number}", slug=f"tenant-{number}")
+        issued = create_tenant_with_key(actor=Actor.system("tests"), name=name or f"Tenant {number}", slug=f"tenant-{number}")
         tenant = issued.api_key.tenant
         return TenantWithKey(tenant=tenant, key=issued.secret, reader=TenantReader(store, str(tenant.id)))
 

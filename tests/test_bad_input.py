@@ -125,9 +125,10 @@ def test_http_compressed_bodies(coding, compress, tenant, http_url):
 
 
 def test_key_scope_is_enforced(tenant, http_url, grpc_channel):
+    from tenants.audit import Actor
     from tenants.services import issue_key
 
-    logs_only = issue_key(tenant=tenant.tenant, name="logs", scopes=["logs"]).secret
+    logs_only = issue_key(actor=Actor.system("tests"), tenant=tenant.tenant, name="logs", scopes=["logs"]).secret
     reply = http_post(http_url, "traces", GOOD, key=logs_only)
     assert reply.status == 403 and "may not write traces" in reply.status_message().message
     with pytest.raises(grpc.RpcError) as caught:

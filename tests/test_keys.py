@@ -14,7 +14,10 @@ from gateway.otlp.errors import IngestError, Reason
 from tenants import keys
 from tenants.authentication import authenticate, credentials_from_headers
 from tenants.models import ApiKey, Tenant
+from tenants.audit import Actor
 from tenants.services import create_tenant_with_key, issue_key
+
+SYSTEM = Actor.system("tests")
 
 
 def test_key_format_and_checksum():
@@ -31,7 +34,7 @@ def test_key_format_and_checksum():
 
 @pytest.mark.django_db
 def test_only_the_hash_is_stored():
-    issued = create_tenant_with_key(name="Acme")
+    issued = create_tenant_with_key(actor=SYSTEM, name="Acme")
     stored = ApiKey.objects.get(pk=issued.api_key.pk)
     row = ApiKey.objects.filter(pk=stored.pk).values().get()
     assert issued.secret not in str(row)
@@ -53,7 +56,7 @@ def test_create_tenant_command_prints_key_once():
 
 @pytest.mark.django_db
 def test_issue_key_command():
-    create_tenant_with_key(name="Beta", slug="beta")
+    create_tenant_with_key(actor=SYSTEM, name="Beta", slug="beta")
     out = StringIO()
     call_command("issue_key", "beta", "--scopes", "logs", stdout=out)
     secret = next(word for word in out.getvalue().split() if word.startswith("otlpgw_"))
@@ -84,7 +87,7 @@ def _refused(secret, signal=Signal.TRACES) -> IngestError:
 
 @pytest.mark.django_db
 def test_authentication_states():
-    issued = create_tenant_with_key(name="Gamma")
+    issued = create_tenant_with_key(actor=SYSTEM, name="Gamma")
     key = issued.api_key
     assert _refused(None).reason is Reason.UNAUTHENTICATED
     assert _refused(keys.generate_key().secret).message == "invalid API key: unknown key"
@@ -115,6 +118,6 @@ def test_authentication_states():
 
 @pytest.mark.django_db
 def test_issue_key_rejects_unknown_scope():
-    issued = create_tenant_with_key(name="Delta")
+    issued = create_tenant_with_key(actor=SYSTEM, name="Delta")
     with pytest.raises(ValueError, match="unknown key scopes"):
-        issue_key(tenant=issued.api_key.tenant, scopes=["traces", "profiles"])
+        issue_key(actor=SYSTEM, tenant=issued.api_key.tenant, scopes=["traces", "profiles"])

@@ -10,6 +10,7 @@ from django.db import connections
 
 from storage.clickhouse import describe_url
 from tenants.models import Tenant
+from tenants.audit import Actor
 from tenants.services import create_tenant_with_key
 
 DEMO_SLUG = "demo"
@@ -53,7 +54,7 @@ class Command(BaseCommand):
                 "A new one: python manage.py issue_key demo"
             )
             return
-        issued = create_tenant_with_key(name="Demo", slug=DEMO_SLUG)
+        issued = create_tenant_with_key(actor=Actor.system("serve"), name="Demo", slug=DEMO_SLUG)
         key = issued.secret
         grpc_port, http_port = settings.GATEWAY_GRPC_PORT, settings.GATEWAY_HTTP_PORT
         header = quote(f"Bearer {key}")

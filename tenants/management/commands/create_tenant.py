@@ -1,6 +1,7 @@
 """manage.py create_tenant NAME: creates a tenant and prints its first API key, once."""
 from django.core.management.base import BaseCommand, CommandError
 
+from tenants.audit import Actor
 from tenants.services import create_tenant_with_key
 
 
@@ -13,7 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, name: str, slug: str | None, **options):
         try:
-            issued = create_tenant_with_key(name=name, slug=slug)
+            issued = create_tenant_with_key(actor=Actor.system("create_tenant"), name=name, slug=slug)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         tenant = issued.api_key.tenant

@@ -2,6 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.models import Tenant
+from tenants.audit import Actor
 from tenants.services import ALL_SCOPES, issue_key
 
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         except Tenant.DoesNotExist:
             raise CommandError(f"no tenant with slug {slug!r}") from None
         try:
-            issued = issue_key(tenant=tenant, name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()])
+            issued = issue_key(actor=Actor.system("issue_key"), tenant=tenant, name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"API key:  {issued.secret}")

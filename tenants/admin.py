@@ -1,0 +1,251 @@
+"""The console's pages for tenants, API keys, API tokens and the audit log. Every change goes
+through tenants.services, so it is validated and audited the same way as from the API."""
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from tenants import audit, services
+from tenants.audit_export import FORMATS, AuditFilters, export_audit_log
+from tenants.console import show_secrets
+from tenants.models import ApiKey, AuditEvent, ConsoleToken, Tenant
+
+
+def _actor(request):
+    return audit.actor_for_user(request.user)
+
+
+def drop_partitions(tenant_id: str) -> int:
+    from gateway.otlp import runtime
+    from storage.tenant_data import drop_tenant_partitions
+
+    return drop_tenant_partitions(runtime.get_pipeline().batcher.store, tenant_id)
+
+
+def _adopt(obj, saved) -> None:
+    """Make the admin's form instance stand for the row a service created."""
+    obj.pk = saved.pk
+    obj._state.adding = False
+    obj._state.db = saved._state.db
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "status", "plan", "retention_days", "created_at")
+    list_filter = ("status", "plan")
+    search_fields = ("name", "slug", "id")
+    readonly_fields = ("id", "status", "created_at", "updated_at")
+    fields = ("name", "slug", "plan", "retention_days", "sensitive_attribute_keys", *readonly_fields)
+    actions = ["suspend_tenants", "activate_tenants"]
+
+    def save_model(self, request, obj, form, change):
+        values = {field: form.cleaned_data[field] for field in form.changed_data}
+        try:
+            if change:
+                services.update_tenant(actor=_actor(request), tenant=Tenant.objects.get(pk=obj.pk), **values)
+            else:
+                values.pop("name", None), values.pop("slug", None)
+                _adopt(obj, services.create_tenant(actor=_actor(request), name=obj.name, slug=obj.slug, **values))
+        except ValueError as exc:
+            raise PermissionDenied(str(exc)) from exc
+
+    def delete_model(self, request, obj):
+        services.delete_tenant(actor=_actor(request), tenant=obj, drop_partitions=drop_partitions)
+
+    def delete_queryset(self, request, queryset):
+        for tenant in queryset.exclude(status=Tenant.Status.DELETED):
+            self.delete_model(request, tenant)
+
+    @admin.action(description="Suspend selected tenants", permissions=["change"])
+    def suspend_tenants(self, request, queryset):
+        self._each(request, queryset, services.suspend_tenant, "suspended")
+
+    @admin.action(description="Activate selected tenants", permissions=["change"])
+    def activate_tenants(self, request, queryset):
+        self._each(request, queryset, services.activate_tenant, "activated")
+
+    def _each(self, request, queryset, service, verb):
+        done = 0
+        for tenant in queryset:
+            try:
+                service(actor=_actor(request), tenant=tenant)
+                done += 1
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        if done:
+            self.message_user(request, f"{done} tenant(s) {verb}.", messages.SUCCESS)
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple,
+                                       initial=services.ALL_SCOPES)
+    expires_at = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+                                     help_text="Optional. After this time the key stops working.")
+
+    class Meta:
+        model = ApiKey
+        fields = ("tenant", "name", "scopes", "expires_at")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = Tenant.objects.exclude(status=Tenant.Status.DELETED)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "name", "tenant", "scopes", "state", "expires_at", "last_used_at", "created_at")
+    list_filter = ("tenant", ("revoked_at", admin.EmptyFieldListFilter), ("rotated_at", admin.EmptyFieldListFilter))
+    search_fields = ("prefix", "name", "tenant__slug", "tenant__name")
+    list_select_related = ("tenant",)
+    actions = ["revoke_keys", "rotate_keys"]
+    readonly_fields = ("tenant", "name", "prefix", "scopes", "state", "expires_at", "last_used_at", "created_at",
+                       "revoked_at", "rotated_at", "grace_until", "replaced_by")
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def get_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ApiKeyCreateForm.Meta.fields
+
+    def has_change_permission(self, request, obj=None):
+        # Keys are not edited: they are revoked or rotated (the actions below).
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        try:
+            issued = services.issue_key(actor=_actor(request), tenant=data["tenant"], name=data["name"],
+                                        scopes=data["scopes"], expires_at=data.get("expires_at"))
+        except ValueError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        request._issued_secrets = [(f"{issued.api_key.prefix}… ({issued.api_key.name}) of {data['tenant'].slug}",
+                                    issued.secret)]
+        _adopt(obj, issued.api_key)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return show_secrets(request, title="New API key", secrets=request._issued_secrets,
+                            back_url=reverse("admin:tenants_apikey_changelist"))
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        revoked = 0
+        for key in queryset.select_related("tenant"):
+            try:
+                services.revoke_key(actor=_actor(request), key=key)
+                revoked += 1
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if revoked:
+            self.message_user(request, f"{revoked} key(s) revoked; they stop working now.", messages.SUCCESS)
+
+    @admin.action(description="Rotate selected keys (old keys keep working for 24 hours)", permissions=["change"])
+    def rotate_keys(self, request, queryset):
+        issued = []
+        for key in queryset.select_related("tenant"):
+            try:
+                new = services.rotate_key(actor=_actor(request), key=key)
+                issued.append((f"replaces {key.prefix}… ({key.name}) of {key.tenant.slug}", new.secret))
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if not issued:
+            return None
+        return show_secrets(request, title="Rotated API keys", secrets=issued,
+                            back_url=reverse("admin:tenants_apikey_changelist"),
+                            note=f"The old keys keep working until {services.DEFAULT_ROTATION_GRACE} from now.")
+
+
+@admin.register(ConsoleToken)
+class ConsoleTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "name", "user", "created_at", "revoked_at")
+    search_fields = ("prefix", "name", "user__username")
+    fields = ("user", "name")
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        issued = services.create_console_token(actor=_actor(request), user=form.cleaned_data["user"],
+                                               name=form.cleaned_data["name"])
+        request._issued_secrets = [(f"API token {issued.token.prefix}… of {issued.token.user}", issued.secret)]
+        _adopt(obj, issued.token)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return show_secrets(request, title="New REST API token", secrets=request._issued_secrets,
+                            back_url=reverse("admin:tenants_consoletoken_changelist"))
+
+    def delete_model(self, request, obj):
+        services.revoke_console_token(actor=_actor(request), token=obj)
+
+    def delete_queryset(self, request, queryset):
+        for token in queryset:
+            self.delete_model(request, token)
+
+
+class AuditExportForm(forms.Form):
+    since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    action = forms.CharField(required=False, help_text="Only this action, e.g. key.created (optional)")
+    actor = forms.CharField(required=False, help_text="Only this actor, e.g. user:alice (optional)")
+    format = forms.ChoiceField(choices=[(f, f.upper()) for f in FORMATS], initial="jsonl")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only for everyone: the log is append-only."""
+
+    list_display = ("seq", "created_at", "actor", "action", "target_type", "target_repr", "source_ip", "request_id")
+    list_filter = ("action", "target_type", "created_at")
+    search_fields = ("actor", "action", "target_id", "target_repr", "request_id", "source_ip")
+    date_hierarchy = "created_at"
+    readonly_fields = ("seq", "created_at", "actor", "action", "target_type", "target_id", "target_repr", "changes",
+                       "source_ip", "request_id", "prev_hash", "hash")
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_export": request.user.has_perm("tenants.export_auditevent")}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        export = path("export/", self.admin_site.admin_view(self.export_view), name="tenants_auditevent_export")
+        return [export, *super().get_urls()]
+
+    def export_view(self, request):
+        if not request.user.has_perm("tenants.export_auditevent"):
+            raise PermissionDenied("exporting the audit log needs the Auditor or Gateway admin role")
+        form = AuditExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            export = export_audit_log(
+                actor=_actor(request),
+                filters=AuditFilters(since=data["since"], until=data["until"],
+                                     actions=(data["action"],) if data["action"] else (), actor=data["actor"]),
+                fmt=data["format"],
+            )
+            response = HttpResponse(export.archive, content_type="application/zip")
+            response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+            return response
+        return TemplateResponse(request, "admin/tenants/auditevent/export.html", {
+            **self.admin_site.each_context(request), "title": "Export the audit log", "form": form,
+            "opts": self.model._meta,
+        })
