@@ -94,3 +94,32 @@ def make_tenant(store, transactional_db):
 @pytest.fixture
 def tenant(make_tenant) -> TenantWithKey:
     return make_tenant()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters live in the cache; no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture
+def console_user(db):
+    """A staff user holding one console role ("Gateway admin" or "Auditor")."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group, Permission
+
+    from tenants.roles import grant_roles
+
+    # Transactional tests flush the database, data-migration rows included; put the roles back.
+    grant_roles(Group, Permission)
+
+    def make(role: str, username: str | None = None, password: str = "correct horse battery staple"):
+        user = get_user_model().objects.create_user(
+            username=username or role.lower().replace(" ", "-"), password=password, is_staff=True)
+        user.groups.add(Group.objects.get(name=role))
+        user.raw_password = password
+        return user
+
+    return make
