@@ -97,13 +97,17 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("prefix", "name", "tenant", "scopes", "state", "expires_at", "last_used_at", "created_at")
+    list_display = ("prefix", "name", "tenant", "scope_list", "state", "expires_at", "last_used_at")
     list_filter = ("tenant", ("revoked_at", admin.EmptyFieldListFilter), ("rotated_at", admin.EmptyFieldListFilter))
     search_fields = ("prefix", "name", "tenant__slug", "tenant__name")
     list_select_related = ("tenant",)
     actions = ["revoke_keys", "rotate_keys"]
     readonly_fields = ("tenant", "name", "prefix", "scopes", "state", "expires_at", "last_used_at", "created_at",
                        "revoked_at", "rotated_at", "grace_until", "replaced_by")
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes)
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -205,7 +209,7 @@ class AuditExportForm(forms.Form):
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only for everyone: the log is append-only."""
 
-    list_display = ("seq", "created_at", "actor", "action", "target_type", "target_repr", "source_ip", "request_id")
+    list_display = ("seq", "created_at", "actor", "action", "target_repr", "source_ip")
     list_filter = ("action", "target_type", "created_at")
     search_fields = ("actor", "action", "target_id", "target_repr", "request_id", "source_ip")
     date_hierarchy = "created_at"

@@ -66,6 +66,7 @@ class ApiKey(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API key"
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})"
@@ -88,6 +89,9 @@ class ConsoleToken(models.Model):
     hashed_token = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "console API token"
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -21,11 +21,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: Path, manifest: Path, signature: Path | None, public_key: Path | None, **options):
         signature = signature or manifest.with_name(manifest.name + ".sig")
+        key_given = public_key is not None
         public_key = public_key or manifest.with_name("audit-public-key.pem")
         for path in (file, manifest, signature, public_key):
             if not path.exists():
                 raise CommandError(f"{path} does not exist")
-        if not options.get("public_key"):
+        if not key_given:
             self.stderr.write(f"note: trusting the public key shipped in the export ({public_key}); "
                               "compare it with the one the gateway publishes")
         report = verify_export(file.read_bytes(), manifest.read_bytes(), signature.read_bytes(), public_key.read_bytes())
