@@ -1,6 +1,10 @@
-"""/healthz: the process answers. /readyz: the database and ClickHouse answer too."""
+"""/healthz: the process answers. /readyz: the database, the cache and ClickHouse answer too."""
 from __future__ import annotations
 
+import os
+import uuid
+
+from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
@@ -19,6 +23,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = "ok"
     except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
         checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        # A round trip through the shared cache (Redis in production): rate limits live there.
+        key, token = f"gateway:readyz:{os.getpid()}", uuid.uuid4().hex
+        cache.set(key, token, timeout=60)
+        checks["cache"] = "ok" if cache.get(key) == token else "error: value not read back"
+    except Exception as exc:
+        checks["cache"] = f"error: {exc.__class__.__name__}"
     try:
         checks["clickhouse"] = "ok" if runtime.get_pipeline().batcher.store.ping() else "unreachable"
     except Exception as exc:

@@ -149,11 +149,18 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# GATEWAY_LOG_FORMAT: plain (default) or json, one object per line (gateway.settings_production's default).
+GATEWAY_LOG_FORMAT = os.environ.get("GATEWAY_LOG_FORMAT", "plain")
+if GATEWAY_LOG_FORMAT not in {"plain", "json"}:
+    raise ValueError(f"GATEWAY_LOG_FORMAT must be plain or json, got {GATEWAY_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "gateway.jsonlog.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEWAY_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("GATEWAY_LOG_LEVEL", "INFO")},
 }
 
@@ -218,3 +225,22 @@ GATEWAY_BATCH_LINGER_MS = env_int("GATEWAY_BATCH_LINGER_MS", 2)
 GATEWAY_STORE_TIMEOUT_SECONDS = env_int("GATEWAY_STORE_TIMEOUT_SECONDS", 30)
 # Days a tenant's telemetry is kept when its plan says nothing else.
 GATEWAY_DEFAULT_RETENTION_DAYS = env_int("GATEWAY_DEFAULT_RETENTION_DAYS", 30)
+# A ClickHouse cluster (a remote_servers name, or the `{cluster}` macro): telemetry tables are
+# then ReplicatedMergeTree `<table>_local` ON CLUSTER plus Distributed tables sharded by tenant.
+GATEWAY_CLICKHOUSE_CLUSTER = os.environ.get("GATEWAY_CLICKHOUSE_CLUSTER", "")
+# Apply ClickHouse migrations when a process builds its pipeline. The embedded all-in-one does;
+# with a ClickHouse server the migrations Job does it once, before new pods start.
+GATEWAY_MIGRATE_ON_START = env_bool("GATEWAY_MIGRATE_ON_START", GATEWAY_CLICKHOUSE_URL.startswith("chdb:"))
+
+# --- Production processes and metrics (see docs/OPERATIONS.md) ------------------------------
+# serve_http: gunicorn workers; 0 = one per CPU available to the container (cgroup quota).
+GATEWAY_HTTP_WORKERS = env_int("GATEWAY_HTTP_WORKERS", 0)
+# serve_grpc: close client connections after this many seconds (0: never), so that clients
+# reconnect and spread over new replicas behind a plain TCP load balancer.
+GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS = env_int("GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS", 0)
+# serve_grpc: port of its Prometheus /metrics (the HTTP processes serve /metrics themselves).
+GATEWAY_METRICS_PORT = env_int("GATEWAY_METRICS_PORT", 9464)
+# Label request metrics with the tenant's slug: one series per tenant, so off by default.
+GATEWAY_METRICS_TENANT_LABEL = env_bool("GATEWAY_METRICS_TENANT_LABEL", False)
+# When set, /metrics asks for `Authorization: Bearer <token>`.
+GATEWAY_METRICS_TOKEN = os.environ.get("GATEWAY_METRICS_TOKEN", "")

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from gateway import health
+from gateway import health, metrics
 from gateway.otlp import http
 
 urlpatterns = [
@@ -10,6 +10,7 @@ urlpatterns = [
     path("v1/logs", http.logs, name="otlp-logs"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants.api.urls")),
 ]

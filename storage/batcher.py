@@ -32,11 +32,28 @@ class _Pending:
 _STOP = object()
 
 
+class BatcherObserver:
+    """Told what the batcher does (gateway.metrics.BatcherMetrics turns it into metrics)."""
+
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
+        pass
+
+    def flushed(self, *, seconds: float) -> None:
+        pass
+
+
 class Batcher:
-    def __init__(self, store: Store, *, max_rows: int = 50_000, linger_seconds: float = 0.002):
+    def __init__(
+        self, store: Store, *, max_rows: int = 50_000, linger_seconds: float = 0.002,
+        observer: BatcherObserver | None = None,
+    ):
         self.store = store
         self.max_rows = max_rows
         self.linger_seconds = linger_seconds
+        self.observer = observer or BatcherObserver()
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -77,6 +94,7 @@ class Batcher:
             raise StorageUnavailable("the storage writer is not running")
         pending = _Pending(batches)
         self._queue.put(pending)
+        self.observer.queue_depth(self._queue.qsize())
         if not pending.done.wait(timeout):
             raise StorageUnavailable(f"storage did not confirm the write within {timeout:g}s")
         if pending.error is not None:
@@ -88,6 +106,7 @@ class Batcher:
             if first is _STOP:
                 return
             group, stop = self._collect(first)
+            self.observer.queue_depth(self._queue.qsize())
             self._flush(group)
             if stop:
                 return
@@ -108,6 +127,7 @@ class Batcher:
         return group, False
 
     def _flush(self, group: list[_Pending]) -> None:
+        started = time.perf_counter()
         by_table: dict[str, list[tuple[_Pending, TableBatch]]] = {}
         for pending in group:
             for batch in pending.batches:
@@ -126,6 +146,7 @@ class Batcher:
                         self._insert_merged([batch])
                     except StorageUnavailable as single_exc:
                         pending.error = single_exc
+        self.observer.flushed(seconds=time.perf_counter() - started)
         for pending in group:
             if pending.error is not None:
                 log.error("storing a request failed: %s", pending.error)
@@ -140,5 +161,10 @@ class Batcher:
             for batch in batches[1:]:
                 for merged, column in zip(columns, batch.columns):
                     merged.extend(column)
-        self.store.insert(first.table, first.column_names, columns)
+        rows, started, ok = (len(columns[0]) if columns else 0), time.perf_counter(), False
+        try:
+            self.store.insert(first.table, first.column_names, columns)
+            ok = True
+        finally:
+            self.observer.inserted(table=first.table, rows=rows, seconds=time.perf_counter() - started, ok=ok)
         self.inserts += 1

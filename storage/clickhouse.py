@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from storage.schema import MIGRATIONS, MIGRATIONS_TABLE, TELEMETRY_TABLES
+from storage.schema import MIGRATIONS, MIGRATIONS_TABLE, TELEMETRY_TABLES, Layout, migrations_table_statement
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,21 @@ def describe_url(url: str) -> str:
 
 
 class Store:
-    """A lazily connected clickhouse-connect client for one URL."""
+    """A lazily connected clickhouse-connect client for one URL; with `cluster`, the telemetry
+    tables are Distributed tables over a ClickHouse cluster (see storage.schema.Layout)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, cluster: str | None = None):
         scheme = urlparse(url).scheme
         if scheme not in {"chdb", "http", "https"}:
             raise ValueError(f"GATEWAY_CLICKHOUSE_URL must be chdb:///path or http(s)://..., got {describe_url(url)!r}")
+        if cluster and scheme == "chdb":
+            raise ValueError("a ClickHouse cluster needs a ClickHouse server URL (http(s)://...), not embedded chDB")
         self.url = url
         self.embedded = scheme == "chdb"
+        self.layout = Layout(cluster or None)
+        # A Distributed INSERT is acknowledged once the rows are on their shard, not when they
+        # are only queued on the receiving server: the gateway answers only for stored rows.
+        self._insert_settings = {"insert_distributed_sync": 1} if self.layout.cluster else None
         self._client = None
         self._connect_lock = threading.Lock()
         self._insert_contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -80,7 +87,9 @@ class Store:
             client = self._get_client()
             context = self._insert_contexts.get(key)
             if context is None:
-                context = client.create_insert_context(table, column_names=list(column_names), column_oriented=True)
+                context = client.create_insert_context(
+                    table, column_names=list(column_names), column_oriented=True, settings=self._insert_settings
+                )
                 self._insert_contexts[key] = context
             context.data = columns
             client.data_insert(context)
@@ -118,17 +127,13 @@ class Store:
 
     def migrate(self) -> list[int]:
         """Apply the DDL migrations not yet applied, in order. Returns the versions applied."""
-        self.command(
-            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
-            "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
-            "ENGINE = MergeTree ORDER BY version"
-        )
+        self.command(migrations_table_statement(self.layout))
         done = {row[0] for row in self.query(f"SELECT version FROM {MIGRATIONS_TABLE}").result_rows}
         applied = []
         for migration in sorted(MIGRATIONS, key=lambda m: m.version):
             if migration.version in done:
                 continue
-            for statement in migration.statements:
+            for statement in migration.statements(self.layout):
                 self.command(statement)
             self._get_client().insert(
                 MIGRATIONS_TABLE, [[migration.version, migration.name]], column_names=["version", "name"]

@@ -1,7 +1,13 @@
 """Versioned ClickHouse DDL for telemetry, modelled on the OpenTelemetry Collector's ClickHouse
-exporter, with TenantId first in PARTITION BY and ORDER BY and a per-row retention TTL."""
+exporter, with TenantId first in PARTITION BY and ORDER BY and a per-row retention TTL.
+
+Each table is defined once (`Table`); a `Layout` renders it for one server (plain MergeTree) or
+for a cluster (ReplicatedMergeTree `<name>_local` tables ON CLUSTER, plus a Distributed table
+under the table's own name, sharded by tenant, so inserts and reads use the same names in both).
+"""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MIGRATIONS_TABLE = "gateway_schema_migrations"
@@ -19,22 +25,107 @@ METRIC_TABLES = (GAUGE_TABLE, SUM_TABLE, HISTOGRAM_TABLE, EXP_HISTOGRAM_TABLE, S
 TELEMETRY_TABLES = (TRACES_TABLE, LOGS_TABLE, *METRIC_TABLES)
 
 
+# A cluster name or a `{macro}`; it is quoted into DDL, so nothing else is allowed.
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
+# One shard per tenant: a tenant's rows, partitions and retention live together, so dropping a
+# tenant or reading one tenant's data touches one shard.
+SHARDING_KEY = "cityHash64(TenantId)"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where telemetry tables live: one server (`cluster` None) or a ClickHouse cluster.
+
+    The cluster's servers need the `{shard}` and `{replica}` macros and ClickHouse Keeper."""
+
+    cluster: str | None = None
+
+    def __post_init__(self):
+        if self.cluster is not None and not _CLUSTER_NAME.match(self.cluster):
+            raise ValueError(f"invalid ClickHouse cluster name {self.cluster!r}")
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER '{self.cluster}'" if self.cluster else ""
+
+    def data_table(self, table: str) -> str:
+        """The table that holds the parts (and partitions) of `table`."""
+        return f"{table}_local" if self.cluster else table
+
+    def replicated_engine(self, table: str, *, one_shard: bool = False) -> str:
+        # {shard}/{replica} are server macros; a table replicated to every server of every
+        # shard (one_shard) needs replica names unique across the whole cluster.
+        if one_shard:
+            return f"ReplicatedMergeTree('/clickhouse/tables/{{database}}/{table}', '{{shard}}-{{replica}}')"
+        return f"ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{table}', '{{replica}}')"
+
+
+PLAIN = Layout()
+
+
+@dataclass(frozen=True)
+class Table:
+    """One telemetry table: its columns and indexes (`body`, the text between the parentheses
+    of CREATE TABLE), the time column that drives partitions and TTL, and the sort key after
+    TenantId."""
+
+    name: str
+    time_column: str
+    order_by: str
+    body: str
+
+    def create_statements(self, layout: Layout) -> tuple[str, ...]:
+        engine = "MergeTree"
+        if layout.cluster:
+            engine = layout.replicated_engine(layout.data_table(self.name))
+        data_table = (
+            f"CREATE TABLE IF NOT EXISTS {layout.data_table(self.name)}{layout.on_cluster} ({self.body}) "
+            f"""ENGINE = {engine}
+PARTITION BY (TenantId, toDate({self.time_column}))
+ORDER BY (TenantId, {self.order_by})
+TTL toDateTime({self.time_column}) + toIntervalDay(RetentionDays)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+        )
+        if not layout.cluster:
+            return (data_table,)
+        # AS copies the columns; ClickHouse keeps skip indexes off non-MergeTree engines.
+        distributed = (
+            f"CREATE TABLE IF NOT EXISTS {self.name}{layout.on_cluster} AS {layout.data_table(self.name)}\n"
+            f"ENGINE = Distributed('{layout.cluster}', currentDatabase(), '{layout.data_table(self.name)}', "
+            f"{SHARDING_KEY})"
+        )
+        return (data_table, distributed)
+
+
 @dataclass(frozen=True)
 class Migration:
+    """One schema version. Later versions that change a table add an operation that renders for
+    both layouts, as `Table` does (in a cluster, an ALTER goes to the local tables ON CLUSTER and
+    to the Distributed table)."""
+
     version: int
     name: str
-    statements: tuple[str, ...]
+    tables: tuple[Table, ...]
+
+    def statements(self, layout: Layout = PLAIN) -> tuple[str, ...]:
+        return tuple(statement for table in self.tables for statement in table.create_statements(layout))
 
 
-def _mergetree(time_column: str, order_by: str) -> str:
-    return f"""ENGINE = MergeTree
-PARTITION BY (TenantId, toDate({time_column}))
-ORDER BY (TenantId, {order_by})
-TTL toDateTime({time_column}) + toIntervalDay(RetentionDays)
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+def migrations_table_statement(layout: Layout = PLAIN) -> str:
+    """The table that records applied versions; in a cluster one copy on every server."""
+    engine = layout.replicated_engine(MIGRATIONS_TABLE, one_shard=True) if layout.cluster else "MergeTree"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}{layout.on_cluster} "
+        "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+        f"ENGINE = {engine} ORDER BY version"
+    )
 
 
-_TRACES = f"""CREATE TABLE IF NOT EXISTS {TRACES_TABLE} (
+_TRACES = Table(
+    name=TRACES_TABLE,
+    time_column="Timestamp",
+    order_by="ServiceName, SpanName, toDateTime(Timestamp)",
+    body=f"""
     TenantId LowCardinality(String) CODEC(ZSTD(1)),
     Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
     TraceId String CODEC(ZSTD(1)),
@@ -67,9 +158,13 @@ _TRACES = f"""CREATE TABLE IF NOT EXISTS {TRACES_TABLE} (
     INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_duration Duration TYPE minmax GRANULARITY 1
-) {_mergetree("Timestamp", "ServiceName, SpanName, toDateTime(Timestamp)")}"""
+""")
 
-_LOGS = f"""CREATE TABLE IF NOT EXISTS {LOGS_TABLE} (
+_LOGS = Table(
+    name=LOGS_TABLE,
+    time_column="Timestamp",
+    order_by="ServiceName, toDateTime(Timestamp)",
+    body=f"""
     TenantId LowCardinality(String) CODEC(ZSTD(1)),
     Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
     ObservedTimestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
@@ -92,7 +187,7 @@ _LOGS = f"""CREATE TABLE IF NOT EXISTS {LOGS_TABLE} (
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_log_attr_key mapKeys(LogAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_body Body TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
-) {_mergetree("Timestamp", "ServiceName, toDateTime(Timestamp)")}"""
+""")
 
 _METRIC_COMMON = f"""
     TenantId LowCardinality(String) CODEC(ZSTD(1)),
@@ -124,13 +219,15 @@ _METRIC_TAIL = """
     RetentionDays UInt16,
     INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_attr_key mapKeys(Attributes) TYPE bloom_filter(0.01) GRANULARITY 1
-) """ + _mergetree("TimeUnix", "ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix)")
+"""
 
 
-def _metric_table(name: str, specific: str, exemplars: bool = True) -> str:
-    return (
-        f"CREATE TABLE IF NOT EXISTS {name} ({_METRIC_COMMON}{specific}"
-        f"{_EXEMPLARS if exemplars else ''}{_METRIC_TAIL}"
+def _metric_table(name: str, specific: str, exemplars: bool = True) -> Table:
+    return Table(
+        name=name,
+        time_column="TimeUnix",
+        order_by="ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix)",
+        body=f"{_METRIC_COMMON}{specific}{_EXEMPLARS if exemplars else ''}{_METRIC_TAIL}",
     )
 
 

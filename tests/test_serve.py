@@ -105,7 +105,7 @@ def test_serve_end_to_end(tmp_path):
         logger_provider.shutdown()
 
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/readyz") as ready:
-            assert json.loads(ready.read())["checks"] == {"database": "ok", "clickhouse": "ok"}
+            assert json.loads(ready.read())["checks"] == {"database": "ok", "cache": "ok", "clickhouse": "ok"}
 
     rows = _query(data_dir, "SELECT TenantId, SpanName, TraceId, ServiceName FROM otel_traces")
     assert [row[1:] for row in rows] == [["checkout", f"{span.context.trace_id:032x}", "e2e"]]

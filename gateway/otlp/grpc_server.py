@@ -7,6 +7,7 @@ decompressed message, so a compression bomb is refused before Python sees it.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 from typing import Callable
 
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from billing.outcomes import Signal
+from gateway.metrics import Transport, record_export
 from gateway.otlp import replies
 from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.pipeline import Pipeline
@@ -32,6 +34,7 @@ SERVICES = {
 
 def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_after: int):
     def export(request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
+        started, principal = time.perf_counter(), None
         metadata = {key.lower(): value for key, value in context.invocation_metadata()}
         api_key = credentials_from_headers(metadata.get("authorization"), metadata.get("x-api-key"))
         try:
@@ -46,7 +49,11 @@ def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_
             principal = pipeline.authenticate(api_key, signal)
             result = pipeline.export(principal=principal, signal=signal, body=request_bytes)
         except IngestError as exc:
+            record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
+                          error=exc, principal=principal)
             context.abort_with_status(rpc_status.to_status(replies.error_status(exc)))
+        record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
+                      result=result)
         return result.response.SerializeToString()
 
     return export
@@ -59,15 +66,23 @@ def build_server(
     max_message_bytes: int,
     threads: int,
     retry_after_seconds: int,
+    max_connection_age_seconds: int = 0,
 ) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) server and the port it bound."""
+    """A started-ready (not yet started) server and the port it bound. A max connection age
+    makes clients reconnect now and then, which spreads them over replicas added later."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ]
+    if max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", max_connection_age_seconds * 1000),
+            ("grpc.max_connection_age_grace_ms", 30_000),  # lets calls in flight finish
+        ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="otlp-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=options,
     )
     handlers = []
     for signal, service in SERVICES.items():

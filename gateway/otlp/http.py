@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing.outcomes import Signal
+from gateway.metrics import Transport, record_export
 from gateway.otlp import replies, runtime
 from gateway.otlp.decode import Encoding, encoding_for
 from gateway.otlp.errors import IngestError, Reason
@@ -64,10 +66,12 @@ def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
         response = HttpResponse(f"use POST to send OTLP {signal}\n", status=405, content_type="text/plain")
         response["Allow"] = "POST"
         return response
+    started, principal, body = time.perf_counter(), None, b""
     encoding = Encoding.PROTOBUF
     try:
         encoding = encoding_for(request.META.get("CONTENT_TYPE"))
     except IngestError as exc:
+        record_export(Transport.HTTP, signal, started=started, body_bytes=0, error=exc)
         return _error(exc, Encoding.PROTOBUF)
     api_key = credentials_from_headers(request.headers.get("Authorization"), request.headers.get("X-Api-Key"))
     try:
@@ -83,7 +87,10 @@ def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
             content_encoding=request.headers.get("Content-Encoding"),
         )
     except IngestError as exc:
+        record_export(Transport.HTTP, signal, started=started, body_bytes=len(body),
+                      error=exc, principal=principal)
         return _error(exc, encoding)
+    record_export(Transport.HTTP, signal, started=started, body_bytes=len(body), result=result)
     return _reply(replies.encode(result.response, encoding), 200, encoding)
 
 

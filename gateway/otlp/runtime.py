@@ -10,6 +10,7 @@ import threading
 
 from django.conf import settings
 
+from gateway.metrics import BatcherMetrics
 from gateway.otlp.pipeline import Pipeline, PipelineConfig
 from storage.batcher import Batcher
 from storage.clickhouse import Store
@@ -18,14 +19,18 @@ _lock = threading.Lock()
 _pipeline: Pipeline | None = None
 
 
-def build_pipeline(*, store: Store | None = None, migrate: bool = True) -> Pipeline:
-    store = store or Store(settings.GATEWAY_CLICKHOUSE_URL)
+def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -> Pipeline:
+    """`migrate` None: as GATEWAY_MIGRATE_ON_START says (embedded chDB yes, a server no)."""
+    store = store or Store(settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER)
+    if migrate is None:
+        migrate = settings.GATEWAY_MIGRATE_ON_START
     if migrate:
         store.migrate()
     batcher = Batcher(
         store,
         max_rows=settings.GATEWAY_BATCH_MAX_ROWS,
         linger_seconds=settings.GATEWAY_BATCH_LINGER_MS / 1000,
+        observer=BatcherMetrics(),
     )
     batcher.start()
     config = PipelineConfig(

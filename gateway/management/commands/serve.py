@@ -33,6 +33,10 @@ class Command(BaseCommand):
                                "or point GATEWAY_CLICKHOUSE_URL at a ClickHouse server")
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
+        if not embedded:
+            # Once, here; workers do not (GATEWAY_MIGRATE_ON_START is false for a server). chDB
+            # is migrated by its one worker: this process must not open it before the fork.
+            call_command("migrate_clickhouse", verbosity=0)
         if not no_demo:
             self._demo_tenant()
         # The worker opens ClickHouse and the database itself; nothing open may cross the fork.

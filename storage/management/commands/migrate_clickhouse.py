@@ -9,7 +9,7 @@ class Command(BaseCommand):
     help = "Create or upgrade the telemetry tables in ClickHouse."
 
     def handle(self, *args, **options):
-        store = Store(settings.GATEWAY_CLICKHOUSE_URL)
+        store = Store(settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER)
         try:
             applied = store.migrate()
         except StorageUnavailable as exc:
@@ -17,6 +17,8 @@ class Command(BaseCommand):
         finally:
             store.close()
         where = describe_url(settings.GATEWAY_CLICKHOUSE_URL)
+        if store.layout.cluster:
+            where += f" (cluster {store.layout.cluster})"
         if applied:
             self.stdout.write(f"Applied ClickHouse migrations {applied} on {where}")
         else:
