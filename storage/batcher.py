@@ -100,6 +100,12 @@ class Batcher:
         if pending.error is not None:
             raise pending.error
 
+    def write_later(self, batches: list[TableBatch]) -> None:
+        """Queue `batches` to be stored with the next group, without waiting (usage records of
+        refused requests: nobody is waiting for an answer about them)."""
+        if batches and self._thread is not None and self._thread.is_alive():
+            self._queue.put(_Pending(batches))
+
     def _run(self) -> None:
         while True:
             first = self._queue.get()

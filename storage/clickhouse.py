@@ -12,11 +12,11 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from storage.schema import MIGRATIONS, MIGRATIONS_TABLE, TELEMETRY_TABLES, Layout, migrations_table_statement
+from storage.schema import MIGRATIONS, MIGRATIONS_TABLE, TENANT_TABLES, Layout, migrations_table_statement
 
 log = logging.getLogger(__name__)
 
-_TELEMETRY_RE = re.compile(r"\b(" + "|".join(TELEMETRY_TABLES) + r")\b", re.IGNORECASE)
+_TELEMETRY_RE = re.compile(r"\b(" + "|".join(TENANT_TABLES) + r")\b", re.IGNORECASE)
 
 
 class StorageUnavailable(Exception):

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from storage.clickhouse import Store, UnscopedQueryError
-from storage.schema import TELEMETRY_TABLES
+from storage.schema import TENANT_TABLES
 
 TENANT_PARAMETER = "{tenant_id:String}"
 
@@ -21,7 +21,7 @@ class TenantReader:
         self.tenant_id = str(uuid.UUID(str(tenant_id)))
         self._store = store
         condition = f"TenantId = '{self.tenant_id}'"
-        self._settings = {"additional_table_filters": {table: condition for table in TELEMETRY_TABLES}}
+        self._settings = {"additional_table_filters": {table: condition for table in TENANT_TABLES}}
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None):
         if TENANT_PARAMETER not in sql:

@@ -21,8 +21,10 @@ HISTOGRAM_TABLE = "otel_metrics_histogram"
 EXP_HISTOGRAM_TABLE = "otel_metrics_exponential_histogram"
 SUMMARY_TABLE = "otel_metrics_summary"
 METRIC_TABLES = (GAUGE_TABLE, SUM_TABLE, HISTOGRAM_TABLE, EXP_HISTOGRAM_TABLE, SUMMARY_TABLE)
-# Every table that holds a tenant's telemetry: reads of these must be tenant-scoped.
+USAGE_TABLE = "gateway_usage"
+# Every table that holds a tenant's data: reads of these must be tenant-scoped.
 TELEMETRY_TABLES = (TRACES_TABLE, LOGS_TABLE, *METRIC_TABLES)
+TENANT_TABLES = (*TELEMETRY_TABLES, USAGE_TABLE)
 
 
 # A cluster name or a `{macro}`; it is quoted into DDL, so nothing else is allowed.
@@ -73,17 +75,23 @@ class Table:
     time_column: str
     order_by: str
     body: str
+    # Usage metering sums rows with the same key (SummingMergeTree), partitions by month and
+    # keeps rows for billing's sake rather than for the tenant's retention.
+    engine: str = "MergeTree"
+    partition: str = "toDate({time})"
+    ttl: str = "toDateTime({time}) + toIntervalDay(RetentionDays)"
 
     def create_statements(self, layout: Layout) -> tuple[str, ...]:
-        engine = "MergeTree"
+        engine = self.engine
         if layout.cluster:
-            engine = layout.replicated_engine(layout.data_table(self.name))
+            replicated = layout.replicated_engine(layout.data_table(self.name))
+            engine = replicated.replace("ReplicatedMergeTree", f"Replicated{self.engine}", 1)
         data_table = (
             f"CREATE TABLE IF NOT EXISTS {layout.data_table(self.name)}{layout.on_cluster} ({self.body}) "
             f"""ENGINE = {engine}
-PARTITION BY (TenantId, toDate({self.time_column}))
+PARTITION BY (TenantId, {self.partition.format(time=self.time_column)})
 ORDER BY (TenantId, {self.order_by})
-TTL toDateTime({self.time_column}) + toIntervalDay(RetentionDays)
+TTL {self.ttl.format(time=self.time_column)}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
         )
         if not layout.cluster:
@@ -274,6 +282,27 @@ _SUMMARY = _metric_table(SUMMARY_TABLE, """
     ) CODEC(ZSTD(1)),
     Flags UInt32 CODEC(ZSTD(1)),""", exemplars=False)
 
+# One row per tenant, signal, hour and outcome; rows with the same key are summed on merge,
+# so readers always aggregate with sum().
+_USAGE = Table(
+    name=USAGE_TABLE,
+    time_column="Hour",
+    order_by="Signal, Hour, Outcome",
+    engine="SummingMergeTree",
+    partition="toYYYYMM({time})",
+    ttl="toDateTime({time}) + toIntervalDay(800)",
+    body="""
+    TenantId LowCardinality(String),
+    Signal LowCardinality(String),
+    Hour DateTime,
+    Outcome LowCardinality(String),
+    Requests UInt64,
+    Items UInt64,
+    ItemsAccepted UInt64,
+    Bytes UInt64""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "telemetry tables", (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY)),
+    Migration(2, "usage metering", (_USAGE,)),
 )

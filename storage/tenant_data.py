@@ -28,3 +28,14 @@ def drop_tenant_partitions(store: Store, tenant_id: str) -> int:
             store.command(f"ALTER TABLE {table} DROP PARTITION ID '{partition_id}'")
             dropped += 1
     return dropped
+
+
+def tenant_stored_bytes(store: Store, tenant_id: str) -> int:
+    """Bytes on disk of all `tenant_id`'s telemetry partitions."""
+    tenant_id = str(uuid.UUID(str(tenant_id)))
+    result = store.query(
+        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() "
+        "AND table IN {tables:Array(String)} AND active AND startsWith(partition, {prefix:String})",
+        {"tables": list(TELEMETRY_TABLES), "prefix": f"('{tenant_id}',"},
+    )
+    return int(result.result_rows[0][0] or 0)

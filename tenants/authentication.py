@@ -22,6 +22,8 @@ class Principal:
     retention_days: int
     key_id: int
     key_prefix: str
+    plan_id: int | None = None
+    limit_overrides: dict | None = None
 
 
 # last_used_at is written at most this often per key, not on every request.
@@ -44,23 +46,7 @@ def credentials_from_headers(authorization: str | None, x_api_key: str | None) -
     return None
 
 
-def authenticate(api_key: str | None, signal: Signal) -> Principal:
-    if not api_key:
-        raise IngestError(
-            Reason.UNAUTHENTICATED,
-            "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
-        )
-    if not is_well_formed(api_key):
-        raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
-    hashed = hash_key(api_key)
-    candidates = ApiKey.objects.select_related("tenant", "replaced_by").filter(prefix=visible_prefix(api_key))
-    match = None
-    for candidate in candidates:
-        if secrets.compare_digest(candidate.hashed_key, hashed):
-            match = candidate
-    if match is None:
-        raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: unknown key")
-    now = timezone.now()
+def _check_usable(match: ApiKey, signal: Signal, now) -> None:
     if match.revoked_at is not None:
         raise IngestError(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was revoked")
     if match.grace_until is not None and match.grace_until <= now:
@@ -82,6 +68,31 @@ def authenticate(api_key: str | None, signal: Signal) -> Principal:
             Reason.PERMISSION_DENIED,
             f"API key {match.prefix}… may not write {signal.value}; its scopes are {match.scopes}",
         )
+
+
+def authenticate(api_key: str | None, signal: Signal) -> Principal:
+    if not api_key:
+        raise IngestError(
+            Reason.UNAUTHENTICATED,
+            "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+        )
+    if not is_well_formed(api_key):
+        raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
+    hashed = hash_key(api_key)
+    candidates = ApiKey.objects.select_related("tenant", "replaced_by").filter(prefix=visible_prefix(api_key))
+    match = None
+    for candidate in candidates:
+        if secrets.compare_digest(candidate.hashed_key, hashed):
+            match = candidate
+    if match is None:
+        raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: unknown key")
+    now = timezone.now()
+    try:
+        _check_usable(match, signal, now)
+    except IngestError as exc:
+        exc.tenant_id = str(match.tenant_id)  # refused, but whose it was is known: meter it
+        raise
+    tenant = match.tenant
     _touch(match, now)
     return Principal(
         tenant_id=str(tenant.id),
@@ -89,4 +100,6 @@ def authenticate(api_key: str | None, signal: Signal) -> Principal:
         retention_days=tenant.retention_days,
         key_id=match.id,
         key_prefix=match.prefix,
+        plan_id=tenant.plan_id,
+        limit_overrides=tenant.limit_overrides or None,
     )

@@ -27,6 +27,11 @@ class Tenant(models.Model):
         default=settings.GATEWAY_DEFAULT_RETENTION_DAYS,
         help_text="Days this tenant's telemetry is kept in ClickHouse.",
     )
+    limit_overrides = models.JSONField(
+        default=dict, blank=True,
+        help_text='Overrides of the plan\'s limits, e.g. {"max_request_bytes": 1048576, '
+                  '"traces": {"items_per_second": 5000}}.',
+    )
     sensitive_attribute_keys = models.JSONField(
         default=list, blank=True,
         help_text="Attribute keys whose values are encrypted at rest, in addition to the default list.",

@@ -21,7 +21,8 @@ from storage.schema import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
     PLAIN,
-    TELEMETRY_TABLES,
+    TENANT_TABLES,
+    USAGE_TABLE,
     Layout,
     migrations_table_statement,
 )
@@ -39,9 +40,9 @@ def _created_name(statement: str) -> str:
 
 def test_plain_layout_creates_one_mergetree_table_per_telemetry_table():
     statements = _statements(PLAIN)
-    assert sorted(_created_name(s) for s in statements) == sorted(TELEMETRY_TABLES)
+    assert sorted(_created_name(s) for s in statements) == sorted(TENANT_TABLES)
     for statement in statements:
-        assert "ENGINE = MergeTree\n" in statement
+        assert "ENGINE = MergeTree\n" in statement or "ENGINE = SummingMergeTree\n" in statement
         assert "ON CLUSTER" not in statement and "Distributed" not in statement and "Replicated" not in statement
     assert migrations_table_statement(PLAIN).endswith("ENGINE = MergeTree ORDER BY version")
 
@@ -50,11 +51,12 @@ def test_cluster_layout_creates_replicated_local_tables_then_distributed_tables_
     statements = _statements(CLUSTER)
     names = [_created_name(s) for s in statements]
     assert names == [name for table in names[::2] for name in (table, table.removesuffix("_local"))]
-    assert sorted(names[1::2]) == sorted(TELEMETRY_TABLES)  # inserts and reads keep their table names
+    assert sorted(names[1::2]) == sorted(TENANT_TABLES)  # inserts and reads keep their table names
     for local, distributed in zip(statements[::2], statements[1::2]):
         table = _created_name(distributed)
         assert local.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local ON CLUSTER 'gw' (")
-        assert f"ENGINE = ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{table}_local', '{{replica}}')" in local
+        family = "SummingMergeTree" if table == USAGE_TABLE else "MergeTree"
+        assert f"ENGINE = Replicated{family}('/clickhouse/tables/{{shard}}/{{database}}/{table}_local', '{{replica}}')" in local
         assert distributed == (
             f"CREATE TABLE IF NOT EXISTS {table} ON CLUSTER 'gw' AS {table}_local\n"
             f"ENGINE = Distributed('gw', currentDatabase(), '{table}_local', cityHash64(TenantId))"
@@ -65,8 +67,9 @@ def test_cluster_local_tables_have_exactly_the_plain_tables_columns_keys_and_ttl
     plain = {_created_name(s): s for s in _statements(PLAIN)}
     for local in _statements(CLUSTER)[::2]:
         table = _created_name(local).removesuffix("_local")
-        engine = CLUSTER.replicated_engine(f"{table}_local")
-        as_plain = local.replace(f"{table}_local ON CLUSTER 'gw'", table, 1).replace(engine, "MergeTree", 1)
+        family = "SummingMergeTree" if table == USAGE_TABLE else "MergeTree"
+        engine = CLUSTER.replicated_engine(f"{table}_local").replace("ReplicatedMergeTree", f"Replicated{family}")
+        as_plain = local.replace(f"{table}_local ON CLUSTER 'gw'", table, 1).replace(engine, family, 1)
         assert as_plain == plain[table]
 
 
@@ -111,7 +114,7 @@ _CHDB_SCRIPT = textwrap.dedent("""
     # Executed without the two parts that need Keeper: ON CLUSTER and replication.
     for statement in statements:
         statement = statement.replace(" ON CLUSTER 'gw'", "")
-        rows(re.sub(r"ReplicatedMergeTree\\('[^']*', '[^']*'\\)", "MergeTree", statement))
+        rows(re.sub(r"Replicated(\\w*)MergeTree\\('[^']*', '[^']*'\\)", r"\\1MergeTree", statement))
     tables = {name: [engine, full] for name, engine, full in rows(
         "SELECT name, engine, engine_full FROM system.tables WHERE database = currentDatabase()")}
     columns = {name: [list(r[:2]) for r in rows(f"DESCRIBE TABLE {name}")] for name in tables}
@@ -136,10 +139,10 @@ def test_cluster_ddl_is_valid_clickhouse_and_distributed_tables_mirror_their_loc
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    for table in TELEMETRY_TABLES:
+    for table in TENANT_TABLES:
         assert result["tables"][table] == [
             "Distributed", f"Distributed('gw', 'default', '{table}_local', cityHash64(TenantId))"
         ]
-        assert result["tables"][f"{table}_local"][0] == "MergeTree"
+        assert result["tables"][f"{table}_local"][0] == ("SummingMergeTree" if table == USAGE_TABLE else "MergeTree")
         assert result["columns"][table] == result["columns"][f"{table}_local"]
         assert result["columns"][table][0] == ["TenantId", "LowCardinality(String)"]

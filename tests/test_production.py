@@ -162,7 +162,7 @@ def test_migrate_role_applies_every_migration_to_postgresql(migrated, postgres_d
     import psycopg
 
     env, first = migrated
-    assert "Applied ClickHouse migrations [1]" in first.stdout
+    assert "Applied ClickHouse migrations [1, 2]" in first.stdout
     with psycopg.connect(postgres_database.replace("postgres://", "postgresql://", 1)) as connection:
         apps = {app for (app,) in connection.execute("SELECT DISTINCT app FROM django_migrations")}
         tables = {name for (name,) in connection.execute(
@@ -305,7 +305,7 @@ def test_http_and_grpc_roles_on_postgresql_and_redis(migrated, redis_client, tmp
         assert _metric(http_metrics, "otlp_gateway_requests_total", transport="http", outcome="accepted") == 1
         grpc_metrics = _get(f"http://127.0.0.1:{metrics_port}/metrics")[2].decode()
         assert _metric(grpc_metrics, "otlp_gateway_requests_total", transport="grpc", outcome="accepted") == 1
-        assert _metric(grpc_metrics, "otlp_gateway_clickhouse_rows_total", result="stored") == 1
+        assert _metric(grpc_metrics, "otlp_gateway_clickhouse_rows_total", result="stored", table="otel_traces") == 1
     finally:
         http_code, grpc_code = http.stop(), grpc_process.stop()
     assert http_code == 0, http.text()
@@ -353,7 +353,7 @@ def test_http_workers_count_into_one_set_of_metrics_and_report_clickhouse_down(m
         for _ in range(4):  # whichever worker answers the scrape, it reports every worker's counts
             text = _get(f"{base}/metrics")[2].decode()
             assert _metric(text, "otlp_gateway_requests_total", outcome="storage_unavailable") == requests
-            assert _metric(text, "otlp_gateway_clickhouse_rows_total", result="failed") == 2 * requests
+            assert _metric(text, "otlp_gateway_clickhouse_rows_total", result="failed", table="otel_traces") == 2 * requests
             assert _metric(text, "otlp_gateway_batcher_queue_depth") == 0
     finally:
         code = server.stop()

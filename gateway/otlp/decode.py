@@ -179,3 +179,19 @@ def _convert_ids(node: dict[str, Any], what: str) -> None:
                 Reason.UNDECODABLE, f"{what} {field} {value[:40]!r} is not a hex string (OTLP/JSON ids are hex)"
             ) from exc
         node[field] = base64.b64encode(raw).decode()
+
+
+def item_count(signal: Signal, request: Message) -> int:
+    """Spans, metric data points or log records in a request (what limits and usage count)."""
+    if signal is Signal.TRACES:
+        return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+    if signal is Signal.LOGS:
+        return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+    total = 0
+    for rm in request.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is not None:
+                    total += len(getattr(metric, kind).data_points)
+    return total

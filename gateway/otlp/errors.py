@@ -24,6 +24,10 @@ class Reason(enum.Enum):
     UNSUPPORTED_MEDIA_TYPE = _Reply(415, grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID, False)
     UNSUPPORTED_ENCODING = _Reply(415, grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID, False)
     TOO_LARGE = _Reply(413, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.INVALID, False)
+    THROTTLED = _Reply(429, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.THROTTLED, True)
+    DAILY_QUOTA = _Reply(429, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.OVER_QUOTA, True)
+    # Retrying cannot help (the stored-data cap): no Retry-After, no RetryInfo, not a 429.
+    QUOTA_EXHAUSTED = _Reply(403, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.OVER_QUOTA, False)
     STORAGE_UNAVAILABLE = _Reply(503, grpc.StatusCode.UNAVAILABLE, Outcome.STORAGE_UNAVAILABLE, True)
 
     @property
@@ -47,3 +51,4 @@ class IngestError(Exception):
         self.reason = reason
         self.message = message
         self.retry_after_seconds = retry_after_seconds if reason.value.retryable else None
+        self.tenant_id: str | None = None  # set once the sender is known, for usage metering

@@ -34,7 +34,7 @@ SERVICES = {
 
 def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_after: int):
     def export(request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
-        started, principal = time.perf_counter(), None
+        started = time.perf_counter()
         metadata = {key.lower(): value for key, value in context.invocation_metadata()}
         api_key = credentials_from_headers(metadata.get("authorization"), metadata.get("x-api-key"))
         try:
@@ -46,11 +46,10 @@ def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_
                     "storage is temporarily unavailable; nothing from this request was stored, retry later",
                     retry_after_seconds=retry_after,
                 ) from exc
-            principal = pipeline.authenticate(api_key, signal)
-            result = pipeline.export(principal=principal, signal=signal, body=request_bytes)
+            result = pipeline.run(signal=signal, api_key=api_key, read_body=lambda: request_bytes)
         except IngestError as exc:
             record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
-                          error=exc, principal=principal)
+                          error=exc, principal=getattr(exc, "principal", None))
             context.abort_with_status(rpc_status.to_status(replies.error_status(exc)))
         record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
                       result=result)

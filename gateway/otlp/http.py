@@ -66,7 +66,7 @@ def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
         response = HttpResponse(f"use POST to send OTLP {signal}\n", status=405, content_type="text/plain")
         response["Allow"] = "POST"
         return response
-    started, principal, body = time.perf_counter(), None, b""
+    started = time.perf_counter()
     encoding = Encoding.PROTOBUF
     try:
         encoding = encoding_for(request.META.get("CONTENT_TYPE"))
@@ -74,22 +74,20 @@ def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
         record_export(Transport.HTTP, signal, started=started, body_bytes=0, error=exc)
         return _error(exc, Encoding.PROTOBUF)
     api_key = credentials_from_headers(request.headers.get("Authorization"), request.headers.get("X-Api-Key"))
+    received = []  # the body, once read: only after authentication
+
+    def read_body() -> bytes:
+        received.append(_read_body(request))
+        return received[0]
+
     try:
-        pipeline = _pipeline()
-        # Authenticate before reading or decompressing the body.
-        principal = pipeline.authenticate(api_key, signal)
-        body = _read_body(request)
-        result = pipeline.export(
-            principal=principal,
-            signal=signal,
-            body=body,
-            encoding=encoding,
-            content_encoding=request.headers.get("Content-Encoding"),
-        )
+        result = _pipeline().run(signal=signal, api_key=api_key, read_body=read_body, encoding=encoding,
+                                 content_encoding=request.headers.get("Content-Encoding"))
     except IngestError as exc:
-        record_export(Transport.HTTP, signal, started=started, body_bytes=len(body),
-                      error=exc, principal=principal)
+        record_export(Transport.HTTP, signal, started=started, body_bytes=len(received[0]) if received else 0,
+                      error=exc, principal=getattr(exc, "principal", None))
         return _error(exc, encoding)
+    body = received[0]
     record_export(Transport.HTTP, signal, started=started, body_bytes=len(body), result=result)
     return _reply(replies.encode(result.response, encoding), 200, encoding)
 

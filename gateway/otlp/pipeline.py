@@ -1,13 +1,17 @@
 """The one ingestion pipeline both transports call:
-authenticate -> decode -> admit -> flatten -> protect -> store -> reply."""
+authenticate -> decode -> admit -> flatten -> protect -> store -> reply,
+with every request's outcome metered in the usage table."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from google.protobuf.message import Message
 
+from billing.admission import Admission
+from billing.metering import usage_batch
 from billing.outcomes import Outcome, Signal
 from gateway.otlp import decode
 from gateway.otlp.errors import IngestError, Reason
@@ -23,6 +27,7 @@ _PARTIAL_FIELD = {
     Signal.METRICS: "rejected_data_points",
     Signal.LOGS: "rejected_log_records",
 }
+_UNAVAILABLE = "storage is temporarily unavailable; nothing from this request was stored, retry later"
 
 
 @dataclass(frozen=True)
@@ -43,48 +48,72 @@ class PipelineConfig:
 
 
 class Pipeline:
-    def __init__(self, batcher: Batcher, config: PipelineConfig):
+    def __init__(self, batcher: Batcher, config: PipelineConfig, admission: Admission | None = None):
         self.batcher = batcher
         self.config = config
+        self.admission = admission
 
-    def export(
+    def run(
         self,
         *,
-        principal: Principal,
         signal: Signal,
-        body: bytes,
+        api_key: str | None,
+        read_body: Callable[[], bytes],
         encoding: decode.Encoding = decode.Encoding.PROTOBUF,
         content_encoding: str | None = None,
     ) -> ExportResult:
-        """Run one OTLP Export for an authenticated sender. Raises IngestError for a request
-        refused as a whole."""
-        data = decode.decompress(body, content_encoding, limit=self.config.max_decompressed_bytes)
-        request = decode.parse(signal, data, encoding)
-        # Admission (rate limits, quotas) plugs in here, before anything is flattened or stored.
+        """One OTLP Export from credentials to reply. `read_body` is called only once the sender
+        is known. Raises IngestError (with `.principal` set when known) for a refused request;
+        every request, refused or not, is metered."""
+        principal, body, items = None, b"", 0
+        try:
+            principal = self.authenticate(api_key, signal)
+            body = read_body()
+            if self.admission is not None:
+                self.admission.check_size(principal, len(body))
+            data = decode.decompress(body, content_encoding, limit=self.config.max_decompressed_bytes)
+            request = decode.parse(signal, data, encoding)
+            items = decode.item_count(signal, request)
+            if self.admission is not None:
+                self.admission.admit(principal, signal, items=items, body_bytes=len(body))
+            return self._store(principal, signal, request, items=items, body_bytes=len(body))
+        except IngestError as exc:
+            exc.principal = principal
+            tenant_id = principal.tenant_id if principal else exc.tenant_id
+            self.batcher.write_later([usage_batch(tenant_id=tenant_id, signal=signal, outcome=exc.reason.outcome,
+                                                  items=items, items_accepted=0, body_bytes=len(body))])
+            raise
+
+    def _store(self, principal: Principal, signal: Signal, request: Message, *, items: int,
+               body_bytes: int) -> ExportResult:
         flattened = FLATTENERS[signal](
             request, tenant_id=principal.tenant_id, retention_days=principal.retention_days
         )
         # Protection (encryption of the tenant's sensitive attribute values) plugs in here.
+        outcome = Outcome.PARTIALLY_ACCEPTED if flattened.rejected else Outcome.ACCEPTED
+        usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
+                            items_accepted=flattened.accepted, body_bytes=body_bytes)
         try:
-            self.batcher.write(flattened.batches, timeout=self.config.store_timeout_seconds)
+            # The usage row travels with the data, so accepted usage matches the stored rows.
+            self.batcher.write([*flattened.batches, usage], timeout=self.config.store_timeout_seconds)
         except StorageUnavailable as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
-            raise IngestError(
-                Reason.STORAGE_UNAVAILABLE,
-                "storage is temporarily unavailable; nothing from this request was stored, retry later",
-                retry_after_seconds=self.config.retry_after_seconds,
-            ) from exc
+            raise IngestError(Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE,
+                              retry_after_seconds=self.config.retry_after_seconds) from exc
         response = decode.RESPONSE_TYPES[signal]()
         if flattened.rejected:
             partial = response.partial_success
             setattr(partial, _PARTIAL_FIELD[signal], flattened.rejected)
             partial.error_message = f"{flattened.rejected} {signal} item(s) rejected: {flattened.rejection_message}"
-        outcome = Outcome.PARTIALLY_ACCEPTED if flattened.rejected else Outcome.ACCEPTED
         return ExportResult(principal, signal, outcome, flattened.accepted, flattened.rejected, response)
 
-    @staticmethod
-    def authenticate(api_key: str | None, signal: Signal) -> Principal:
+    def authenticate(self, api_key: str | None, signal: Signal) -> Principal:
         """First step of every request, before its body is read or decompressed."""
         # Transport threads (gRPC pool, gunicorn threads) reuse database connections; drop stale ones.
         close_old_connections()
-        return authenticate(api_key, signal)
+        try:
+            return authenticate(api_key, signal)
+        except DatabaseError as exc:
+            log.error("cannot check an API key, the database is unavailable: %s", exc)
+            raise IngestError(Reason.STORAGE_UNAVAILABLE, "the gateway cannot check API keys right now; retry later",
+                              retry_after_seconds=self.config.retry_after_seconds) from exc

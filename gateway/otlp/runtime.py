@@ -13,7 +13,9 @@ from django.conf import settings
 from gateway.metrics import BatcherMetrics
 from gateway.otlp.pipeline import Pipeline, PipelineConfig
 from storage.batcher import Batcher
-from storage.clickhouse import Store
+from billing.admission import Admission
+from storage.clickhouse import StorageUnavailable, Store
+from storage.tenant_data import tenant_stored_bytes
 
 _lock = threading.Lock()
 _pipeline: Pipeline | None = None
@@ -38,7 +40,14 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         store_timeout_seconds=settings.GATEWAY_STORE_TIMEOUT_SECONDS,
         retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
     )
-    return Pipeline(batcher, config)
+    return Pipeline(batcher, config, Admission(stored_bytes=lambda tenant_id: _stored_bytes(store, tenant_id)))
+
+
+def _stored_bytes(store: Store, tenant_id: str) -> int:
+    try:
+        return tenant_stored_bytes(store, tenant_id)
+    except StorageUnavailable:
+        return 0  # the write that follows will tell the sender storage is down
 
 
 def get_pipeline() -> Pipeline:

@@ -1,0 +1,113 @@
+"""Counters every process and replica shares, kept in Django's cache: local memory in the
+single-process embedded mode, Redis in production.
+
+- requests per second: django-ratelimit's fixed one-second windows;
+- items per second with a burst: a token bucket (a Lua script in Redis, so that a check and its
+  take are one atomic step on the server's clock; a lock in the single embedded process);
+- items and bytes per UTC day: atomic increments, given back when a request is refused.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from django.core.cache import cache
+from django.http import HttpRequest
+from django_ratelimit import ALL
+from django_ratelimit.core import get_usage
+
+_TOKEN_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local wait_ms = 0
+if tokens >= cost then
+  tokens = tokens - cost
+else
+  wait_ms = math.ceil((cost - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return wait_ms
+"""
+
+
+class _LocalBuckets:
+    """Token buckets in this process (the embedded mode has exactly one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, *, rate: float, burst: float, cost: float) -> float:
+        now = time.monotonic()
+        with self._lock:
+            tokens, ts = self._state.get(key, (burst, now))
+            tokens = min(burst, tokens + (now - ts) * rate)
+            if tokens >= cost:
+                self._state[key] = (tokens - cost, now)
+                return 0.0
+            self._state[key] = (tokens, now)
+            return (cost - tokens) / rate
+
+
+class _RedisBuckets:
+    def __init__(self, client) -> None:
+        self._script = client.register_script(_TOKEN_BUCKET_LUA)
+
+    def take(self, key: str, *, rate: float, burst: float, cost: float) -> float:
+        return int(self._script(keys=[cache.make_key(key)], args=[rate, burst, cost])) / 1000
+
+
+_buckets = None
+_buckets_lock = threading.Lock()
+
+
+def _bucket_store():
+    global _buckets
+    if _buckets is None:
+        with _buckets_lock:
+            if _buckets is None:
+                client_factory = getattr(getattr(cache, "_cache", None), "get_client", None)
+                if callable(client_factory):  # django.core.cache.backends.redis.RedisCache
+                    _buckets = _RedisBuckets(client_factory(write=True))
+                else:
+                    _buckets = _LocalBuckets()
+    return _buckets
+
+
+def take_items(key: str, *, rate: int, burst: int, cost: int) -> float:
+    """Take `cost` items from the bucket; 0 when allowed, else seconds until they would be."""
+    return _bucket_store().take(f"quota:items:{key}", rate=rate, burst=burst, cost=cost)
+
+
+def request_allowed(key: str, *, per_second: int) -> tuple[bool, int]:
+    """Count one request against `per_second` (django-ratelimit); (allowed, seconds to wait)."""
+    usage = get_usage(HttpRequest(), group="otlp-requests", key=lambda group, request: key,
+                      rate=f"{per_second}/s", method=ALL, increment=True)
+    if usage is None or not usage["should_limit"]:
+        return True, 0
+    return False, max(1, math.ceil(usage["time_left"]))
+
+
+def add_daily(counters: list[tuple[str, int, int]], *, ttl: int) -> str | None:
+    """Add each (key, amount, limit). If any would pass its limit, give all back and return
+    that key; otherwise None."""
+    added: list[tuple[str, int]] = []
+    for key, amount, limit in counters:
+        cache_key = f"quota:daily:{key}"
+        cache.add(cache_key, 0, timeout=ttl)
+        total = cache.incr(cache_key, amount)
+        added.append((cache_key, amount))
+        if total > limit:
+            for undo_key, undo_amount in added:
+                cache.decr(undo_key, undo_amount)
+            return key
+    return None
