@@ -10,13 +10,15 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from billing.limits import validate_overrides
+from billing.services import change_plan
 from tenants import audit
 from tenants.audit import Actor
 from tenants.keys import generate_key, generate_console_token
 from tenants.models import ApiKey, ConsoleToken, Tenant
 
 ALL_SCOPES = [choice.value for choice in ApiKey.Scope]
-TENANT_FIELDS = ("name", "slug", "status", "plan_id", "retention_days", "sensitive_attribute_keys")
+TENANT_FIELDS = ("name", "slug", "status", "plan_id", "retention_days", "limit_overrides", "sensitive_attribute_keys")
 KEY_FIELDS = ("name", "prefix", "scopes", "expires_at", "revoked_at", "rotated_at", "grace_until", "replaced_by_id")
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 
@@ -49,9 +51,14 @@ def create_tenant(*, actor: Actor, name: str, slug: str | None = None, **fields:
         raise ValueError(f"cannot derive a slug from tenant name {name!r}; pass one explicitly")
     if Tenant.objects.filter(slug=slug).exists():
         raise ValueError(f"a tenant with slug {slug!r} already exists")
+    plan = fields.pop("plan", None)
+    if "limit_overrides" in fields:
+        validate_overrides(fields["limit_overrides"])
     tenant = Tenant.objects.create(name=name, slug=slug, **fields)
     audit.record(actor=actor, action="tenant.created", target_type="tenant", target_id=tenant.id,
                  target_repr=tenant.slug, changes=audit.diff(None, snapshot(tenant, TENANT_FIELDS)))
+    if plan is not None:
+        change_plan(actor=actor, tenant=tenant, plan=plan, at=tenant.created_at)
     return tenant
 
 
@@ -63,6 +70,12 @@ def update_tenant(*, actor: Actor, tenant: Tenant, **fields: Any) -> Tenant:
         raise ValueError(f"cannot change {unknown} this way")
     if "slug" in fields and Tenant.objects.filter(slug=fields["slug"]).exclude(pk=tenant.pk).exists():
         raise ValueError(f"a tenant with slug {fields['slug']!r} already exists")
+    if "limit_overrides" in fields:
+        validate_overrides(fields["limit_overrides"])
+    if "plan" in fields:
+        plan = fields.pop("plan")
+        if plan != tenant.plan:
+            change_plan(actor=actor, tenant=tenant, plan=plan)
     before = snapshot(tenant, TENANT_FIELDS)
     for field, value in fields.items():
         setattr(tenant, field, value)

@@ -1,0 +1,136 @@
+"""Invoices: included volume, mid-month plan changes, zero usage, tenants created mid-month,
+idempotence; and the whole path from stored usage to an invoice line."""
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from billing.invoicing import generate_invoice, invoice_csv
+from billing.models import Invoice, Plan, PlanSignal, Subscription
+from billing.services import change_plan
+from tenants.audit import Actor
+from tenants.models import AuditEvent
+from tenants.services import create_tenant
+
+SYSTEM = Actor.system("tests")
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+DEC = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_seeded_plans(db):
+    """These tests make their own Free and Pro plans with round prices."""
+    Plan.objects.filter(slug__in=["free", "pro"], tenants__isnull=True).delete()
+
+
+def _plan(slug: str, *, base: str, included: int, per_million: str, per_gb: str = "0") -> Plan:
+    plan = Plan.objects.create(name=slug.title(), slug=slug, base_fee=Decimal(base), price_per_gb=Decimal(per_gb))
+    for signal in ("traces", "metrics", "logs"):
+        PlanSignal.objects.create(plan=plan, signal=signal, included_items=included,
+                                  price_per_million=Decimal(per_million))
+    return plan
+
+
+def _volume(per_tenant_window):
+    """Usage as the usage table would report it: items spread evenly over November."""
+    def volume(tenant_id, since, until):
+        share = Decimal((until - since).total_seconds()) / Decimal((DEC - NOV).total_seconds())
+        return {signal: (int(items * share), int(size * share)) for signal, (items, size) in per_tenant_window.items()}
+    return volume
+
+
+def _tenant(slug: str, plan: Plan, since: datetime):
+    tenant = create_tenant(actor=SYSTEM, name=slug, slug=slug)
+    change_plan(actor=SYSTEM, tenant=tenant, plan=plan, at=since)
+    return tenant
+
+
+@pytest.mark.django_db
+def test_included_volume_is_free_and_the_rest_priced_per_million():
+    pro = _plan("pro", base="99.00", included=100_000_000, per_million="0.30", per_gb="0.10")
+    tenant = _tenant("acme", pro, NOV)
+    invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({
+        "traces": (150_000_000, 50 * 10**9), "logs": (20_000_000, 0)}))
+    amounts = {line.description.split(":")[0].split(" plan")[0]: line.amount for line in invoice.lines.all()}
+    assert amounts["Pro"] == Decimal("99.00")
+    assert amounts["traces"] == Decimal("15.00")   # 50M above the included 100M at 0.30
+    assert amounts["logs"] == Decimal("0.00")      # inside the included volume
+    assert amounts["ingested data (Pro)"] == Decimal("5.00")  # 50 GB at 0.10
+    assert invoice.total == Decimal("119.00")
+
+
+@pytest.mark.django_db
+def test_zero_usage_is_the_base_fee():
+    tenant = _tenant("quiet", _plan("pro", base="99.00", included=0, per_million="0.30"), NOV)
+    invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({}))
+    assert invoice.total == Decimal("99.00")
+    assert all(line.amount == 0 for line in invoice.lines.all()[1:])
+
+
+@pytest.mark.django_db
+def test_tenant_created_mid_month_pays_its_share():
+    tenant = _tenant("late", _plan("pro", base="90.00", included=0, per_million="0"), datetime(2026, 11, 21, tzinfo=UTC))
+    invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({}))
+    assert invoice.total == Decimal("30.00")  # 10 of 30 days
+
+
+@pytest.mark.django_db
+def test_plan_change_mid_month_prorates_both_plans():
+    free = _plan("free", base="0", included=1_000_000, per_million="0")
+    pro = _plan("pro", base="90.00", included=30_000_000, per_million="1.00")
+    tenant = _tenant("grower", free, NOV)
+    change_plan(actor=SYSTEM, tenant=tenant, plan=pro, at=datetime(2026, 11, 11, tzinfo=UTC))
+    invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({"traces": (60_000_000, 0)}))
+    lines = list(invoice.lines.all())
+    assert [l.description.split(",")[0] for l in lines if "base fee" in l.description] == [
+        "Free plan base fee", "Pro plan base fee"]
+    pro_traces = next(l for l in lines if l.description.startswith("traces") and "(Pro)" in l.description)
+    # Pro covers 20 of 30 days: 40M items used there, 20M of its 30M included, so 20M at 1.00.
+    assert pro_traces.amount == Decimal("20.00")
+    assert invoice.total == Decimal("60.00") + Decimal("20.00")
+    subs = list(Subscription.objects.filter(tenant=tenant).order_by("starts_at"))
+    assert subs[0].ends_at == subs[1].starts_at and subs[1].ends_at is None
+    assert AuditEvent.objects.filter(action="tenant.plan_changed", target_repr="grower").count() == 2
+
+
+@pytest.mark.django_db
+def test_generation_is_idempotent_and_leaves_issued_invoices_alone():
+    tenant = _tenant("steady", _plan("pro", base="10.00", included=0, per_million="2.00"), NOV)
+    volume = _volume({"metrics": (3_000_000, 0)})
+    first = generate_invoice(tenant=tenant, period="2026-11", volume=volume)
+    again = generate_invoice(tenant=tenant, period="2026-11", volume=volume)
+    assert first.pk == again.pk and again.total == Decimal("16.00") and again.lines.count() == first.lines.count()
+    Invoice.objects.filter(pk=first.pk).update(status=Invoice.Status.ISSUED)
+    assert generate_invoice(tenant=tenant, period="2026-11", volume=_volume({})).total == Decimal("16.00")
+    csv_text = invoice_csv(again)
+    assert csv_text.splitlines()[-1].endswith("TOTAL,,,,16.00,USD")
+
+
+@pytest.mark.django_db
+def test_tenant_without_subscription_gets_no_invoice():
+    tenant = create_tenant(actor=SYSTEM, name="nobody")
+    assert generate_invoice(tenant=tenant, period="2026-11", volume=_volume({})) is None
+    with pytest.raises(ValueError, match="not YYYY-MM"):
+        generate_invoice(tenant=tenant, period="Nov 2026", volume=_volume({}))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_generate_invoices_command_bills_stored_usage(make_tenant, http_url):
+    from tests import otlp_requests
+    from tests.clients import http_post
+
+    tenant = make_tenant("billed")
+    plan = _plan("metered", base="0", included=0, per_million="1000000")  # 1.00 per item, to see it
+    change_plan(actor=SYSTEM, tenant=tenant.tenant, plan=plan, at=datetime.now(UTC).replace(day=1, hour=0, minute=0,
+                                                                                           second=0, microsecond=0))
+    assert http_post(http_url, "traces", otlp_requests.traces_request(7).SerializeToString(), key=tenant.key).status == 200
+    period = datetime.now(UTC).strftime("%Y-%m")
+    out = io.StringIO()
+    call_command("generate_invoices", "--period", period, stdout=out)
+    assert f"{tenant.tenant.slug} {period}: 7.00 USD (draft)" in out.getvalue()
+    call_command("generate_invoices", "--period", period, stdout=io.StringIO())
+    assert Invoice.objects.filter(tenant=tenant.tenant).count() == 1

@@ -1,0 +1,147 @@
+"""Admission: plan limits refuse whole requests with the right reply and retry hint, before
+anything is stored; every request's outcome is metered and accepted usage equals stored rows."""
+from __future__ import annotations
+
+import itertools
+import time
+
+import grpc
+import pytest
+
+from billing.models import Plan, PlanSignal
+from billing.services import change_plan
+from billing.usage import daily_usage
+from tenants.audit import Actor
+from tests import otlp_requests
+from tests.clients import grpc_export, http_post, retry_info
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SYSTEM = Actor.system("tests")
+_plans = itertools.count(1)
+
+
+def on_plan(tenant, *, signal="traces", max_request_bytes=0, stored_bytes=0, **limits):
+    number = next(_plans)
+    plan = Plan.objects.create(name=f"Plan {number}", slug=f"plan-{number}", max_request_bytes=max_request_bytes,
+                               stored_bytes=stored_bytes)
+    PlanSignal.objects.create(plan=plan, signal=signal, **limits)
+    change_plan(actor=SYSTEM, tenant=tenant.tenant, plan=plan)
+    return plan
+
+
+def spans(n: int) -> bytes:
+    return otlp_requests.traces_request(n).SerializeToString()
+
+
+def test_item_rate_refuses_whole_requests_with_retry_hints(tenant, http_url, grpc_channel):
+    plan = on_plan(tenant, items_per_second=10, burst_items=10)
+    assert http_post(http_url, "traces", spans(8), key=tenant.key).status == 200
+    reply = http_post(http_url, "traces", spans(8), key=tenant.key)
+    assert reply.status == 429 and int(reply.headers["retry-after"]) >= 1
+    message = reply.status_message().message
+    assert "10 items per second" in message and plan.name in message and "this request has 8" in message
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_export(grpc_channel, "traces", spans(8), key=tenant.key)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert retry_info(caught.value).retry_delay.seconds >= 1
+    assert tenant.count("otel_traces") == 8  # the refused requests stored nothing, not even part
+    time.sleep(1.0)
+    assert http_post(http_url, "traces", spans(8), key=tenant.key).status == 200
+
+
+def test_request_larger_than_the_burst_cannot_succeed(tenant, http_url, grpc_channel):
+    on_plan(tenant, items_per_second=10, burst_items=20)
+    reply = http_post(http_url, "traces", spans(30), key=tenant.key)
+    assert reply.status == 413 and "split it" in reply.status_message().message
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_export(grpc_channel, "traces", spans(30), key=tenant.key)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_info(caught.value) is None
+
+
+def test_request_rate_through_django_ratelimit(tenant, http_url):
+    on_plan(tenant, requests_per_second=2)
+    statuses = [http_post(http_url, "traces", spans(1), key=tenant.key).status for _ in range(5)]
+    assert statuses.count(200) <= 4 and 429 in statuses  # at most two per one-second window
+
+
+def test_plan_request_size_limit(tenant, http_url, grpc_channel):
+    on_plan(tenant, max_request_bytes=200)
+    reply = http_post(http_url, "traces", spans(20), key=tenant.key)
+    assert reply.status == 413 and "limit of 200 bytes" in reply.status_message().message
+    assert "retry-after" not in reply.headers
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_export(grpc_channel, "traces", spans(20), key=tenant.key)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_info(caught.value) is None
+
+
+def test_daily_quota_says_when_it_resets(tenant, http_url, grpc_channel):
+    on_plan(tenant, items_per_day=10)
+    assert http_post(http_url, "traces", spans(6), key=tenant.key).status == 200
+    reply = http_post(http_url, "traces", spans(6), key=tenant.key)
+    assert reply.status == 429 and "10 items per day" in reply.status_message().message
+    seconds_to_midnight = 86400 - int(time.time()) % 86400
+    assert abs(int(reply.headers["retry-after"]) - seconds_to_midnight) <= 2
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_export(grpc_channel, "traces", spans(6), key=tenant.key)
+    assert abs(retry_info(caught.value).retry_delay.seconds - seconds_to_midnight) <= 2
+    assert http_post(http_url, "traces", spans(4), key=tenant.key).status == 200  # the refused 6 were given back
+    assert tenant.count("otel_traces") == 10
+
+
+def test_stored_bytes_cap_is_final(tenant, http_url, grpc_channel):
+    assert http_post(http_url, "traces", spans(50), key=tenant.key).status == 200
+    on_plan(tenant, stored_bytes=1)
+    reply = http_post(http_url, "traces", spans(1), key=tenant.key)
+    assert reply.status == 403 and "stored-data cap" in reply.status_message().message
+    assert "retry-after" not in reply.headers
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_export(grpc_channel, "traces", spans(1), key=tenant.key)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_info(caught.value) is None
+
+
+def test_tenant_override_beats_the_plan(tenant, http_url):
+    on_plan(tenant, items_per_second=5, burst_items=5)
+    from tenants.services import update_tenant
+
+    update_tenant(actor=SYSTEM, tenant=tenant.tenant, limit_overrides={"traces": {"items_per_second": 1000,
+                                                                                "burst_items": 1000}})
+    assert http_post(http_url, "traces", spans(100), key=tenant.key).status == 200
+    with pytest.raises(ValueError, match="unknown traces limit"):
+        update_tenant(actor=SYSTEM, tenant=tenant.tenant, limit_overrides={"traces": {"spans": 1}})
+
+
+def _usage(store, tenant):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    rows = daily_usage(store, str(tenant.tenant.id), since=now - timedelta(days=1), until=now + timedelta(days=1))
+    return {(r.signal, r.outcome): (r.requests, r.items, r.items_accepted) for r in rows}
+
+
+def test_usage_counts_every_outcome_and_matches_stored_rows(tenant, http_url, grpc_channel, store, pipeline):
+    on_plan(tenant, items_per_second=100, burst_items=100)
+    assert http_post(http_url, "traces", spans(60), key=tenant.key).status == 200                      # accepted
+    partial = otlp_requests.traces_request(10)
+    partial.resource_spans[0].scope_spans[0].spans[0].trace_id = b"short"
+    grpc_export(grpc_channel, "traces", partial.SerializeToString(), key=tenant.key)                   # partial
+    assert http_post(http_url, "traces", spans(60), key=tenant.key).status == 429                      # throttled
+    assert http_post(http_url, "traces", b"\x01garbage", key=tenant.key).status == 400                 # invalid
+    from tenants.services import issue_key
+
+    logs_only = issue_key(actor=SYSTEM, tenant=tenant.tenant, scopes=["logs"]).secret
+    assert http_post(http_url, "traces", spans(1), key=logs_only).status == 403                        # unauthorized
+    assert http_post(http_url, "logs", otlp_requests.logs_request(3).SerializeToString(),
+                     key=logs_only).status == 200
+    # Refusals are queued without waiting; give the batcher a moment to flush them.
+    deadline = time.monotonic() + 10
+    while len(_usage(store, tenant)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _usage(store, tenant) == {
+        ("traces", "accepted"): (1, 60, 60),
+        ("traces", "partially_accepted"): (1, 10, 9),
+        ("traces", "throttled"): (1, 60, 0),
+        ("traces", "invalid"): (1, 0, 0),
+        ("traces", "unauthorized"): (1, 0, 0),
+        ("logs", "accepted"): (1, 3, 3),
+    }
+    assert tenant.count("otel_traces") == 60 + 9 and tenant.count("otel_logs") == 3
