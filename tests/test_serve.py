@@ -35,20 +35,22 @@ def _free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, extra_env: dict | None = None, args: tuple[str, ...] = ()):
+        self.args = args
         self.grpc_port, self.http_port = _free_port(), _free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_"))},
             "GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_GRPC_PORT": str(self.grpc_port), "GATEWAY_HTTP_PORT": str(self.http_port),
             "DJANGO_SETTINGS_MODULE": "gateway.settings", "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
         self.log = data_dir / f"serve-{self.grpc_port}.log"
 
     def __enter__(self):
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.output = open(self.log, "w")
-        self.process = subprocess.Popen([sys.executable, "manage.py", "serve"], cwd=ROOT, env=self.env,
+        self.process = subprocess.Popen([sys.executable, "manage.py", "serve", *self.args], cwd=ROOT, env=self.env,
                                         stdout=self.output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
