@@ -26,6 +26,25 @@ def drop_partitions(tenant_id: str) -> int:
     return drop_tenant_partitions(runtime.get_pipeline().batcher.store, tenant_id)
 
 
+def _usage_context(request, tenant) -> dict:
+    """Usage charts, quota use and invoices for the tenant's page."""
+    from datetime import UTC, datetime
+
+    from billing.reports import quota_consumption, tenant_usage, usage_charts
+    from billing.runtime import current_store
+    from storage.clickhouse import StorageUnavailable
+
+    context = {"quota_use": quota_consumption(tenant), "usage_error": ""}
+    try:
+        rows = tenant_usage(current_store(), tenant)
+    except StorageUnavailable as exc:
+        rows, context["usage_error"] = [], f"usage is not available right now: {exc}"
+    context["usage_charts"] = usage_charts(rows, until=datetime.now(UTC).date())
+    if request.user.has_perm("billing.view_invoice"):
+        context["invoices"] = list(tenant.invoices.order_by("-period")[:12])
+    return context
+
+
 def _adopt(obj, saved) -> None:
     """Make the admin's form instance stand for the row a service created."""
     obj.pk = saved.pk
@@ -39,8 +58,14 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ("status", "plan")
     search_fields = ("name", "slug", "id")
     readonly_fields = ("id", "status", "created_at", "updated_at")
-    fields = ("name", "slug", "plan", "retention_days", "sensitive_attribute_keys", *readonly_fields)
+    fields = ("name", "slug", "plan", "retention_days", "limit_overrides", "sensitive_attribute_keys",
+              *readonly_fields)
     actions = ["suspend_tenants", "activate_tenants"]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        tenant = self.get_object(request, object_id)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}),
+                                                                  **(_usage_context(request, tenant) if tenant else {})})
 
     def save_model(self, request, obj, form, change):
         values = {field: form.cleaned_data[field] for field in form.changed_data}

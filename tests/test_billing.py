@@ -134,3 +134,51 @@ def test_generate_invoices_command_bills_stored_usage(make_tenant, http_url):
     assert f"{tenant.tenant.slug} {period}: 7.00 USD (draft)" in out.getvalue()
     call_command("generate_invoices", "--period", period, stdout=io.StringIO())
     assert Invoice.objects.filter(tenant=tenant.tenant).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_and_invoices_in_the_console_and_the_api(make_tenant, http_url, console_user):
+    from django.test import Client
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    from tenants.roles import AUDITOR, GATEWAY_ADMIN
+    from tenants.services import create_console_token
+    from tests import otlp_requests
+    from tests.clients import http_post
+
+    tenant = make_tenant("charted")
+    plan = _plan("metered", base="5.00", included=0, per_million="0")
+    PlanSignal.objects.filter(plan=plan, signal="logs").update(items_per_day=4)
+    change_plan(actor=SYSTEM, tenant=tenant.tenant, plan=plan)
+    assert http_post(http_url, "traces", otlp_requests.traces_request(5).SerializeToString(), key=tenant.key).status == 200
+    assert http_post(http_url, "logs", otlp_requests.logs_request(3).SerializeToString(), key=tenant.key).status == 200
+    call_command("generate_invoices", "--period", datetime.now(UTC).strftime("%Y-%m"), stdout=io.StringIO())
+    invoice = Invoice.objects.get(tenant=tenant.tenant)
+
+    admin_user = console_user(GATEWAY_ADMIN)
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get(reverse("admin:tenants_tenant_change", args=[tenant.tenant.pk])).content.decode()
+    assert "traces</strong>: 5 accepted, 0 rejected" in page and 'class="usage-chart"' in page
+    assert "logs items today: 3 of 4 (75%)" in page
+    assert f"{invoice.period} — {invoice.total} USD (draft)" in page
+    csv_download = client.get(reverse("admin:billing_invoice_download", args=[invoice.pk, "csv"]))
+    assert csv_download["Content-Type"] == "text/csv" and "TOTAL" in csv_download.content.decode()
+    html_download = client.get(reverse("admin:billing_invoice_download", args=[invoice.pk, "html"]))
+    assert "<h1>Invoice</h1>" in html_download.content.decode()
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {create_console_token(actor=SYSTEM, user=admin_user).secret}")
+    usage = api.get(f"/api/v1/tenants/{tenant.tenant.slug}/usage/").json()
+    assert {(row["signal"], row["outcome"], row["items_accepted"]) for row in usage} == {
+        ("traces", "accepted", 5), ("logs", "accepted", 3)}
+    as_csv = api.get(f"/api/v1/tenants/{tenant.tenant.slug}/usage/", {"format": "csv"})
+    assert as_csv.content.decode().splitlines()[0] == "day,signal,outcome,requests,items,items_accepted,bytes"
+    invoices = api.get("/api/v1/invoices/", {"tenant": tenant.tenant.slug}).json()["results"]
+    assert invoices[0]["total"] == str(invoice.total) and invoices[0]["lines"]
+    assert api.get(f"/api/v1/invoices/{invoice.pk}/download/", {"format": "html"}).status_code == 200
+    auditor_api = APIClient()
+    auditor_api.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {create_console_token(actor=SYSTEM, user=console_user(AUDITOR)).secret}")
+    assert auditor_api.get("/api/v1/invoices/").status_code == 403

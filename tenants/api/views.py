@@ -15,6 +15,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from billing.api import USAGE_PARAMETERS, USAGE_RESPONSES, tenant_usage_response
 from tenants import audit, services
 from tenants.admin import drop_partitions
 from tenants.api import serializers as s
@@ -37,7 +38,7 @@ class TenantViewSet(viewsets.ModelViewSet):
     queryset = Tenant.objects.select_related("plan").all()
     serializer_class = s.TenantSerializer
     lookup_field = "slug"
-    action_permissions = {"suspend": "change", "activate": "change", "keys": "view"}
+    action_permissions = {"suspend": "change", "activate": "change", "keys": "view", "usage": "view"}
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -59,6 +60,12 @@ class TenantViewSet(viewsets.ModelViewSet):
             raise ValidationError({"detail": f"tenant {tenant.slug} is already deleted"})
         _service(services.delete_tenant, actor=_actor(request), tenant=tenant, drop_partitions=drop_partitions)
         return Response(s.TenantSerializer(tenant).data)
+
+    @extend_schema(parameters=USAGE_PARAMETERS, responses=USAGE_RESPONSES)
+    @action(detail=True, methods=["get"])
+    def usage(self, request, slug=None):
+        """Items, bytes and requests per day, signal and outcome (JSON, or CSV with ?format=csv)."""
+        return tenant_usage_response(request, self.get_object())
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
