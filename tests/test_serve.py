@@ -106,6 +106,8 @@ def test_serve_end_to_end(tmp_path):
         logger_provider.get_logger("e2e").emit(body="hello from e2e", severity_text="INFO")
         logger_provider.shutdown()
 
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/static/admin/css/base.css") as css:
+            assert css.status == 200  # the console is styled under gunicorn, DEBUG off
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/readyz") as ready:
             assert json.loads(ready.read())["checks"] == {"database": "ok", "cache": "ok", "clickhouse": "ok"}
 
