@@ -192,8 +192,8 @@ GATEWAY_TRUSTED_PROXY_HOPS = env_int("GATEWAY_TRUSTED_PROXY_HOPS", 0)
 # Console login attempts allowed per client address (django-ratelimit rate syntax).
 GATEWAY_ADMIN_LOGIN_RATE = os.environ.get("GATEWAY_ADMIN_LOGIN_RATE", "10/m")
 # Ed25519 private key (PEM) that signs audit exports; generated in the data dir when unset.
-GATEWAY_AUDIT_SIGNING_KEY_FILE = os.environ.get(
-    "GATEWAY_AUDIT_SIGNING_KEY_FILE", str(DATA_DIR / "audit-signing-key.pem")
+GATEWAY_AUDIT_SIGNING_KEY_FILE = os.environ.get("GATEWAY_AUDIT_SIGNING_KEY_FILE") or str(
+    DATA_DIR / "audit-signing-key.pem"
 )
 RATELIMIT_VIEW = "tenants.console.login_throttled"
 # django-ratelimit asks for a cache shared by every process with atomic increments.

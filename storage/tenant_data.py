@@ -16,26 +16,34 @@ def drop_tenant_partitions(store: Store, tenant_id: str) -> int:
     tenant_id = str(uuid.UUID(str(tenant_id)))
     prefix = f"('{tenant_id}',"
     dropped = 0
+    layout = store.layout
     for table in TELEMETRY_TABLES:
+        # In a cluster the parts live in the `_local` tables, on whichever shard holds the tenant.
+        data_table = layout.data_table(table)
         partition_ids = store.query(
-            "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() "
+            f"SELECT DISTINCT partition_id FROM {_parts_source(store)} WHERE database = currentDatabase() "
             "AND table = {table:String} AND active AND startsWith(partition, {prefix:String})",
-            {"table": table, "prefix": prefix},
+            {"table": data_table, "prefix": prefix},
         ).result_rows
         for (partition_id,) in partition_ids:
             if not _PARTITION_ID.match(partition_id):
                 raise ValueError(f"unexpected partition id {partition_id!r} in {table}")
-            store.command(f"ALTER TABLE {table} DROP PARTITION ID '{partition_id}'")
+            store.command(f"ALTER TABLE {data_table}{layout.on_cluster} DROP PARTITION ID '{partition_id}'")
             dropped += 1
     return dropped
+
+
+def _parts_source(store: Store) -> str:
+    cluster = store.layout.cluster
+    return f"clusterAllReplicas('{cluster}', system.parts)" if cluster else "system.parts"
 
 
 def tenant_stored_bytes(store: Store, tenant_id: str) -> int:
     """Bytes on disk of all `tenant_id`'s telemetry partitions."""
     tenant_id = str(uuid.UUID(str(tenant_id)))
     result = store.query(
-        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() "
+        f"SELECT sum(bytes_on_disk) FROM {_parts_source(store)} WHERE database = currentDatabase() "
         "AND table IN {tables:Array(String)} AND active AND startsWith(partition, {prefix:String})",
-        {"tables": list(TELEMETRY_TABLES), "prefix": f"('{tenant_id}',"},
+        {"tables": [store.layout.data_table(t) for t in TELEMETRY_TABLES], "prefix": f"('{tenant_id}',"},
     )
     return int(result.result_rows[0][0] or 0)
