@@ -152,3 +152,23 @@ class AuditChainHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     seq = models.PositiveBigIntegerField(default=0)
     hash = models.CharField(max_length=64)
+
+
+class TenantDataKey(models.Model):
+    """A tenant's AES-256-GCM data key, stored only wrapped by the master key (which is never in
+    the database). Versions let new data use a new key while old data stays readable; deleting
+    the tenant destroys every version (crypto-shredding)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="data_keys")
+    version = models.PositiveIntegerField()
+    wrapped_key = models.BinaryField(editable=False)
+    master_key_id = models.CharField(max_length=32, editable=False, help_text="Which master key wrapped it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        unique_together = [("tenant", "version")]
+        ordering = ["tenant", "-version"]
+
+    def __str__(self) -> str:
+        return f"data key v{self.version} of {self.tenant.slug}"
