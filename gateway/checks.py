@@ -54,3 +54,19 @@ def production_services_check(app_configs, **kwargs):
             hint="mount one Ed25519 key from a Secret and set GATEWAY_AUDIT_SIGNING_KEY_FILE", id="gateway.W004",
         ))
     return problems
+
+
+@register(Tags.security)
+def tls_check(app_configs, **kwargs):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from gateway.tls import TlsConfig
+
+    try:
+        TlsConfig.from_settings()
+    except (ImproperlyConfigured, OSError) as exc:  # OSError/ssl.SSLError: unreadable or mismatched PEM
+        return [Error(f"TLS is misconfigured: {exc}",
+                      hint="GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE name a PEM certificate chain and its "
+                           "key; GATEWAY_TLS_CLIENT_CA_FILE the PEM CA(s) of client certificates",
+                      id="gateway.E003")]
+    return []

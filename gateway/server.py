@@ -11,6 +11,7 @@ from gunicorn.app.base import BaseApplication
 
 from gateway.otlp import runtime
 from gateway.otlp.grpc_server import build_server
+from gateway.tls import TlsConfig
 
 log = logging.getLogger("gateway.server")
 
@@ -24,6 +25,7 @@ def _post_worker_init(worker) -> None:
         max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
         threads=settings.GATEWAY_GRPC_THREADS,
         retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
+        tls=TlsConfig.from_settings(),
     )
     server.start()
     worker.otlp_grpc_server = server
@@ -57,6 +59,7 @@ class GatewayApplication(BaseApplication):
 
 
 def gunicorn_options(*, workers: int) -> dict:
+    tls = TlsConfig.from_settings()
     return {
         "bind": [f"{settings.GATEWAY_HOST}:{settings.GATEWAY_HTTP_PORT}"],
         "workers": workers,
@@ -73,6 +76,8 @@ def gunicorn_options(*, workers: int) -> dict:
         "proc_name": "otlp-gateway",
         # gunicorn's control socket sits in $HOME and would collide between instances.
         "control_socket_disable": True,
+        # TLS (and mutual TLS) for OTLP/HTTP and the console: certfile, keyfile, ca_certs, cert_reqs.
+        **(tls.gunicorn_options() if tls is not None else {}),
     }
 
 

@@ -195,6 +195,9 @@ GATEWAY_ADMIN_LOGIN_RATE = os.environ.get("GATEWAY_ADMIN_LOGIN_RATE", "10/m")
 GATEWAY_AUDIT_SIGNING_KEY_FILE = os.environ.get("GATEWAY_AUDIT_SIGNING_KEY_FILE") or str(
     DATA_DIR / "audit-signing-key.pem"
 )
+# The master key that wraps tenants' data keys: GATEWAY_MASTER_KEY (base64 of 32 bytes) or this
+# file; the embedded default makes one in the data dir. Never in the database.
+GATEWAY_MASTER_KEY_FILE = os.environ.get("GATEWAY_MASTER_KEY_FILE") or str(DATA_DIR / "master.key")
 RATELIMIT_VIEW = "tenants.console.login_throttled"
 # django-ratelimit asks for a cache shared by every process with atomic increments.
 # Embedded mode is one process, so its local-memory cache is shared by construction;
@@ -217,6 +220,13 @@ GATEWAY_MAX_REQUEST_BYTES = env_int("GATEWAY_MAX_REQUEST_BYTES", 4 * 1024 * 1024
 GATEWAY_MAX_DECOMPRESSED_BYTES = env_int("GATEWAY_MAX_DECOMPRESSED_BYTES", 4 * 1024 * 1024)
 # Seconds an exporter is told to wait when storage is unavailable.
 GATEWAY_RETRY_AFTER_SECONDS = env_int("GATEWAY_RETRY_AFTER_SECONDS", 5)
+# TLS on OTLP/gRPC, OTLP/HTTP and the console: PEM certificate chain and private key (both or
+# neither). A client CA turns on mutual TLS; GATEWAY_TLS_CLIENT_AUTH says whether a client
+# certificate is `optional` (HTTP only: grpcio can only require one or not ask) or `required`.
+GATEWAY_TLS_CERT_FILE = os.environ.get("GATEWAY_TLS_CERT_FILE", "")
+GATEWAY_TLS_KEY_FILE = os.environ.get("GATEWAY_TLS_KEY_FILE", "")
+GATEWAY_TLS_CLIENT_CA_FILE = os.environ.get("GATEWAY_TLS_CLIENT_CA_FILE", "")
+GATEWAY_TLS_CLIENT_AUTH = os.environ.get("GATEWAY_TLS_CLIENT_AUTH", "") or "optional"
 
 # --- Storage ---------------------------------------------------------------------------------
 GATEWAY_CLICKHOUSE_URL = os.environ.get(

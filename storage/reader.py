@@ -7,7 +7,7 @@ the query touches, so a query that forgets a filter still sees only this tenant'
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from storage.clickhouse import Store, UnscopedQueryError
 from storage.schema import TENANT_TABLES
@@ -15,8 +15,17 @@ from storage.schema import TENANT_TABLES
 TENANT_PARAMETER = "{tenant_id:String}"
 
 
+# (attribute key, stored value) -> plain value, for the tenant's encrypted attribute values.
+Decrypt = Callable[[str, str], str]
+ENCRYPTED_PREFIX = "enc:v"
+
+
 class TenantReader:
-    def __init__(self, store: Store, tenant_id: str):
+    """`decrypt` (tenants.encryption.reader_for supplies the tenant's) turns protected attribute
+    values back into plain text in `rows()`; without it they stay ciphertext."""
+
+    def __init__(self, store: Store, tenant_id: str, decrypt: Decrypt | None = None):
+        self._decrypt = decrypt
         # Tenant ids are UUIDs; parsing one here keeps anything else out of the filter text.
         self.tenant_id = str(uuid.UUID(str(tenant_id)))
         self._store = store
@@ -36,4 +45,17 @@ class TenantReader:
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         result = self.query(sql, parameters)
-        return [dict(zip(result.column_names, row)) for row in result.result_rows]
+        rows = [dict(zip(result.column_names, row)) for row in result.result_rows]
+        if self._decrypt is not None:
+            for row in rows:
+                for column, value in row.items():
+                    row[column] = self._open(value)
+        return rows
+
+    def _open(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: self._decrypt(key, item) if isinstance(item, str) and item.startswith(ENCRYPTED_PREFIX)
+                    else item for key, item in value.items()}
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return [self._open(item) for item in value]
+        return value

@@ -9,10 +9,10 @@ from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from tenants import audit, services
+from tenants import audit, certificates, services
 from tenants.audit_export import FORMATS, AuditFilters, export_audit_log
 from tenants.console import show_secrets
-from tenants.models import ApiKey, AuditEvent, ConsoleToken, Tenant
+from tenants.models import ApiKey, AuditEvent, ClientCertificate, ConsoleToken, Tenant
 
 
 def _actor(request):
@@ -59,7 +59,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "id")
     readonly_fields = ("id", "status", "created_at", "updated_at")
     fields = ("name", "slug", "plan", "retention_days", "limit_overrides", "sensitive_attribute_keys",
-              *readonly_fields)
+              "require_client_certificate", *readonly_fields)
     actions = ["suspend_tenants", "activate_tenants"]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -193,6 +193,72 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return show_secrets(request, title="Rotated API keys", secrets=issued,
                             back_url=reverse("admin:tenants_apikey_changelist"),
                             note=f"The old keys keep working until {services.DEFAULT_ROTATION_GRACE} from now.")
+
+
+class ClientCertificateForm(forms.ModelForm):
+    pem = forms.CharField(label="Certificate (PEM)", widget=forms.Textarea(attrs={"rows": 12, "cols": 66}),
+                          help_text="The client's certificate, -----BEGIN CERTIFICATE----- …; never its key.")
+
+    class Meta:
+        model = ClientCertificate
+        fields = ("tenant", "name", "pem")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = Tenant.objects.exclude(status=Tenant.Status.DELETED)
+
+    def clean_pem(self):
+        try:
+            certificates.parse_pem(self.cleaned_data["pem"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return self.cleaned_data["pem"]
+
+
+@admin.register(ClientCertificate)
+class ClientCertificateAdmin(admin.ModelAdmin):
+    """Registered through tenants.certificates (audited); revoked, never edited."""
+
+    list_display = ("name", "tenant", "subject", "not_after", "revoked_at", "sha256")
+    list_filter = ("tenant", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("name", "sha256", "subject", "tenant__slug")
+    list_select_related = ("tenant",)
+    actions = ["revoke_certificates"]
+    readonly_fields = ("tenant", "name", "sha256", "subject", "not_after", "created_at", "revoked_at")
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ClientCertificateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def get_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ClientCertificateForm.Meta.fields
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: the audit log keeps what was trusted, and when
+
+    def save_model(self, request, obj, form, change):
+        try:
+            saved = certificates.register_client_certificate(
+                actor=_actor(request), tenant=form.cleaned_data["tenant"], pem=form.cleaned_data["pem"],
+                name=form.cleaned_data["name"])
+        except ValueError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        _adopt(obj, saved)
+
+    @admin.action(description="Revoke selected client certificates", permissions=["change"])
+    def revoke_certificates(self, request, queryset):
+        revoked = 0
+        for certificate in queryset.filter(revoked_at__isnull=True):
+            certificates.revoke_client_certificate(actor=_actor(request), certificate=certificate)
+            revoked += 1
+        self.message_user(request, f"{revoked} client certificate(s) revoked.", messages.SUCCESS)
 
 
 @admin.register(ConsoleToken)

@@ -1,4 +1,5 @@
-"""Turns the credentials on an OTLP request into a tenant, before anything else is read."""
+"""Turns the credentials on an OTLP request (an API key, the TLS client certificate, or both) into a
+tenant, before anything else is read."""
 from __future__ import annotations
 
 import secrets
@@ -10,20 +11,22 @@ from django.utils import timezone
 from billing.outcomes import Signal
 from gateway.otlp.errors import IngestError, Reason
 from tenants.keys import hash_key, is_well_formed, visible_prefix
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, ClientCertificate, Tenant
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is sending: the tenant and the key it used."""
+    """Who is sending: the tenant and the key and/or client certificate it used."""
 
     tenant_id: str
     tenant_slug: str
     retention_days: int
-    key_id: int
+    key_id: int | None  # None when a client certificate alone authenticated the request
     key_prefix: str
     plan_id: int | None = None
     limit_overrides: dict | None = None
+    sensitive_attribute_keys: tuple[str, ...] = ()
+    client_certificate_id: int | None = None
 
 
 # last_used_at is written at most this often per key, not on every request.
@@ -70,8 +73,82 @@ def _check_usable(match: ApiKey, signal: Signal, now) -> None:
         )
 
 
-def authenticate(api_key: str | None, signal: Signal) -> Principal:
+def _registered_certificate(sha256: str | None, now) -> ClientCertificate | None:
+    """The registered certificate the TLS handshake verified; None when there was none or it is
+    not registered (it then counts for nothing). Revoked and expired ones are refused."""
+    if not sha256:
+        return None
+    certificate = ClientCertificate.objects.select_related("tenant").filter(sha256=sha256).first()
+    if certificate is None:
+        return None
+    label = f"client certificate {certificate.name!r} (sha256 {sha256[:16]}…)"
+    error = None
+    if certificate.revoked_at is not None:
+        error = IngestError(Reason.UNAUTHENTICATED, f"{label} was revoked on {certificate.revoked_at:%Y-%m-%d}")
+    elif certificate.not_after <= now:
+        error = IngestError(Reason.UNAUTHENTICATED,
+                            f"{label} expired on {certificate.not_after:%Y-%m-%d}; register its renewal")
+    if error is not None:
+        error.tenant_id = str(certificate.tenant_id)
+        raise error
+    return certificate
+
+
+def _check_certificate_policy(tenant: Tenant, certificate: ClientCertificate | None, presented: bool) -> None:
+    """A request carrying an API key: its client certificate, if registered, must be the same
+    tenant's; and a tenant that requires one must get one."""
+    if certificate is not None and certificate.tenant_id != tenant.id:
+        raise IngestError(
+            Reason.PERMISSION_DENIED,
+            f"the client certificate {certificate.name!r} is registered to tenant {certificate.tenant.slug}, "
+            f"but the API key belongs to tenant {tenant.slug}; send one tenant's credentials only",
+        )
+    if certificate is None and tenant.require_client_certificate:
+        detail = "; the certificate presented is not registered to it" if presented else ""
+        raise IngestError(
+            Reason.PERMISSION_DENIED,
+            f"tenant {tenant.slug} requires a TLS client certificate registered to it as well as an API key{detail}",
+        )
+
+
+def _certificate_principal(certificate: ClientCertificate) -> Principal:
+    tenant = certificate.tenant
+    error = None
+    if tenant.status != Tenant.Status.ACTIVE:
+        error = IngestError(Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}")
+    elif tenant.require_client_certificate:
+        error = IngestError(Reason.PERMISSION_DENIED,
+                            f"tenant {tenant.slug} requires an API key as well as its client certificate")
+    if error is not None:
+        error.tenant_id = str(tenant.id)
+        raise error
+    return Principal(
+        tenant_id=str(tenant.id),
+        tenant_slug=tenant.slug,
+        retention_days=tenant.retention_days,
+        key_id=None,
+        key_prefix="",
+        plan_id=tenant.plan_id,
+        limit_overrides=tenant.limit_overrides or None,
+        sensitive_attribute_keys=tuple(tenant.sensitive_attribute_keys or ()),
+        client_certificate_id=certificate.id,
+    )
+
+
+def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str | None = None) -> Principal:
+    """`client_cert_sha256`: SHA-256 (hex) of the DER client certificate the TLS handshake
+    verified against the client CA, None without mutual TLS."""
+    now = timezone.now()
+    certificate = _registered_certificate(client_cert_sha256, now)
     if not api_key:
+        if certificate is not None:
+            return _certificate_principal(certificate)
+        if client_cert_sha256:
+            raise IngestError(
+                Reason.UNAUTHENTICATED,
+                f"the client certificate (sha256 {client_cert_sha256[:16]}…) is not registered to a tenant: "
+                "register it (manage.py register_client_certificate) or send an API key",
+            )
         raise IngestError(
             Reason.UNAUTHENTICATED,
             "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
@@ -86,9 +163,9 @@ def authenticate(api_key: str | None, signal: Signal) -> Principal:
             match = candidate
     if match is None:
         raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: unknown key")
-    now = timezone.now()
     try:
         _check_usable(match, signal, now)
+        _check_certificate_policy(match.tenant, certificate, presented=bool(client_cert_sha256))
     except IngestError as exc:
         exc.tenant_id = str(match.tenant_id)  # refused, but whose it was is known: meter it
         raise
@@ -102,4 +179,6 @@ def authenticate(api_key: str | None, signal: Signal) -> Principal:
         key_prefix=match.prefix,
         plan_id=tenant.plan_id,
         limit_overrides=tenant.limit_overrides or None,
+        sensitive_attribute_keys=tuple(tenant.sensitive_attribute_keys or ()),
+        client_certificate_id=certificate.id if certificate is not None else None,
     )

@@ -36,6 +36,11 @@ class Tenant(models.Model):
         default=list, blank=True,
         help_text="Attribute keys whose values are encrypted at rest, in addition to the default list.",
     )
+    require_client_certificate = models.BooleanField(
+        default=False,
+        help_text="Accept only requests that carry both one of this tenant's API keys and a TLS client "
+                  "certificate registered to it (mutual TLS). Otherwise either one is enough.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -83,6 +88,26 @@ class ApiKey(models.Model):
         if self.rotated_at:
             return "rotated"
         return "active"
+
+
+class ClientCertificate(models.Model):
+    """A TLS client certificate that authenticates its tenant in place of (or, by the tenant's
+    policy, together with) an API key. Known by the SHA-256 of its DER form."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="client_certificates")
+    name = models.CharField(max_length=200, default="default")
+    sha256 = models.CharField(max_length=64, unique=True, editable=False,
+                              help_text="SHA-256 of the certificate's DER encoding, lowercase hex.")
+    subject = models.CharField(max_length=500, editable=False)
+    not_after = models.DateTimeField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (sha256 {self.sha256[:16]}…)"
 
 
 class ConsoleToken(models.Model):

@@ -14,11 +14,13 @@ from billing.limits import validate_overrides
 from billing.services import change_plan
 from tenants import audit
 from tenants.audit import Actor
+from tenants.encryption import destroy_data_keys
 from tenants.keys import generate_key, generate_console_token
 from tenants.models import ApiKey, ConsoleToken, Tenant
 
 ALL_SCOPES = [choice.value for choice in ApiKey.Scope]
-TENANT_FIELDS = ("name", "slug", "status", "plan_id", "retention_days", "limit_overrides", "sensitive_attribute_keys")
+TENANT_FIELDS = ("name", "slug", "status", "plan_id", "retention_days", "limit_overrides", "sensitive_attribute_keys",
+                 "require_client_certificate")
 KEY_FIELDS = ("name", "prefix", "scopes", "expires_at", "revoked_at", "rotated_at", "grace_until", "replaced_by_id")
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 
@@ -118,6 +120,7 @@ def delete_tenant(*, actor: Actor, tenant: Tenant, drop_partitions) -> Tenant:
         now = timezone.now()
         for key in tenant.api_keys.filter(revoked_at__isnull=True):
             _revoke(actor=actor, key=key, now=now)
+    destroy_data_keys(actor=actor, tenant=tenant)  # crypto-shredding first: copies anywhere stay unreadable
     dropped = drop_partitions(str(tenant.id))
     audit.record(actor=actor, action="tenant.data_dropped", target_type="tenant", target_id=tenant.id,
                  target_repr=tenant.slug, changes={"after": {"partitions_dropped": dropped}, "before": {}})

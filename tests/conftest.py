@@ -19,6 +19,7 @@ from storage.clickhouse import Store
 from storage.reader import TenantReader
 from tenants.models import Tenant
 from tenants.audit import Actor
+from tenants.encryption import reader_for
 from tenants.services import create_tenant_with_key
 
 _tenant_numbers = itertools.count(1)
@@ -86,7 +87,7 @@ def make_tenant(store, transactional_db):
         number = next(_tenant_numbers)
         issued = create_tenant_with_key(actor=Actor.system("tests"), name=name or f"Tenant {number}", slug=f"tenant-{number}")
         tenant = issued.api_key.tenant
-        return TenantWithKey(tenant=tenant, key=issued.secret, reader=TenantReader(store, str(tenant.id)))
+        return TenantWithKey(tenant=tenant, key=issued.secret, reader=reader_for(store, str(tenant.id)))
 
     return make
 

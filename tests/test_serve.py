@@ -35,8 +35,9 @@ def _free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, data_dir: Path, extra_env: dict | None = None, args: tuple[str, ...] = ()):
-        self.args = args
+    def __init__(self, data_dir: Path, extra_env: dict | None = None, args: tuple[str, ...] = (),
+                 grpc_credentials: grpc.ChannelCredentials | None = None):
+        self.args, self.grpc_credentials = args, grpc_credentials  # credentials: for a gateway serving TLS
         self.grpc_port, self.http_port = _free_port(), _free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_"))},
@@ -53,7 +54,9 @@ class Gateway:
         self.process = subprocess.Popen([sys.executable, "manage.py", "serve", *self.args], cwd=ROOT, env=self.env,
                                         stdout=self.output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+        target = f"localhost:{self.grpc_port}" if self.grpc_credentials else f"127.0.0.1:{self.grpc_port}"
+        with (grpc.secure_channel(target, self.grpc_credentials) if self.grpc_credentials
+              else grpc.insecure_channel(target)) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 assert self.process.poll() is None, self.text()

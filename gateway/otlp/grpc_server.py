@@ -20,6 +20,7 @@ from gateway.metrics import Transport, record_export
 from gateway.otlp import replies
 from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.pipeline import Pipeline
+from gateway.tls import TlsConfig, grpc_peer_certificate_sha256
 from storage.clickhouse import StorageUnavailable
 from tenants.authentication import credentials_from_headers
 
@@ -46,7 +47,8 @@ def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_
                     "storage is temporarily unavailable; nothing from this request was stored, retry later",
                     retry_after_seconds=retry_after,
                 ) from exc
-            result = pipeline.run(signal=signal, api_key=api_key, read_body=lambda: request_bytes)
+            result = pipeline.run(signal=signal, api_key=api_key, read_body=lambda: request_bytes,
+                                  client_cert_sha256=grpc_peer_certificate_sha256(context))
         except IngestError as exc:
             record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
                           error=exc, principal=getattr(exc, "principal", None))
@@ -66,9 +68,11 @@ def build_server(
     threads: int,
     retry_after_seconds: int,
     max_connection_age_seconds: int = 0,
+    tls: TlsConfig | None = None,
 ) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server and the port it bound. A max connection age
-    makes clients reconnect now and then, which spreads them over replicas added later."""
+    makes clients reconnect now and then, which spreads them over replicas added later.
+    With `tls` the port speaks only TLS (mutual TLS when it names a client CA)."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
@@ -96,7 +100,8 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", *SERVICES.values()):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port(address)
+    port = (server.add_secure_port(address, tls.grpc_server_credentials()) if tls is not None
+            else server.add_insecure_port(address))
     if port == 0:
         raise OSError(f"cannot bind the OTLP/gRPC receiver to {address}")
     return server, port

@@ -13,6 +13,7 @@ from gateway.metrics import Transport, record_export
 from gateway.otlp import replies, runtime
 from gateway.otlp.decode import Encoding, encoding_for
 from gateway.otlp.errors import IngestError, Reason
+from gateway.tls import wsgi_peer_certificate_sha256
 from storage.clickhouse import StorageUnavailable
 from tenants.authentication import credentials_from_headers
 
@@ -82,7 +83,8 @@ def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
 
     try:
         result = _pipeline().run(signal=signal, api_key=api_key, read_body=read_body, encoding=encoding,
-                                 content_encoding=request.headers.get("Content-Encoding"))
+                                 content_encoding=request.headers.get("Content-Encoding"),
+                                 client_cert_sha256=wsgi_peer_certificate_sha256(request.META))
     except IngestError as exc:
         record_export(Transport.HTTP, signal, started=started, body_bytes=len(received[0]) if received else 0,
                       error=exc, principal=getattr(exc, "principal", None))

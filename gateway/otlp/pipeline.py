@@ -19,6 +19,8 @@ from storage.batcher import Batcher
 from storage.clickhouse import StorageUnavailable
 from storage.flatten import FLATTENERS
 from tenants.authentication import Principal, authenticate
+from tenants.encryption import key_ring, sensitive_keys
+from tenants.protect import protect
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,15 @@ class Pipeline:
         read_body: Callable[[], bytes],
         encoding: decode.Encoding = decode.Encoding.PROTOBUF,
         content_encoding: str | None = None,
+        client_cert_sha256: str | None = None,
     ) -> ExportResult:
-        """One OTLP Export from credentials to reply. `read_body` is called only once the sender
-        is known. Raises IngestError (with `.principal` set when known) for a refused request;
-        every request, refused or not, is metered."""
+        """One OTLP Export from credentials (an API key and/or the fingerprint of the verified
+        TLS client certificate) to reply. `read_body` is called only once the sender is known.
+        Raises IngestError (with `.principal` set when known) for a refused request; every
+        request, refused or not, is metered."""
         principal, body, items = None, b"", 0
         try:
-            principal = self.authenticate(api_key, signal)
+            principal = self.authenticate(api_key, signal, client_cert_sha256=client_cert_sha256)
             body = read_body()
             if self.admission is not None:
                 self.admission.check_size(principal, len(body))
@@ -89,7 +93,8 @@ class Pipeline:
         flattened = FLATTENERS[signal](
             request, tenant_id=principal.tenant_id, retention_days=principal.retention_days
         )
-        # Protection (encryption of the tenant's sensitive attribute values) plugs in here.
+        protect(flattened.batches, ring=key_ring(principal.tenant_id),
+                sensitive=sensitive_keys(principal.sensitive_attribute_keys))
         outcome = Outcome.PARTIALLY_ACCEPTED if flattened.rejected else Outcome.ACCEPTED
         usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
                             items_accepted=flattened.accepted, body_bytes=body_bytes)
@@ -107,12 +112,13 @@ class Pipeline:
             partial.error_message = f"{flattened.rejected} {signal} item(s) rejected: {flattened.rejection_message}"
         return ExportResult(principal, signal, outcome, flattened.accepted, flattened.rejected, response)
 
-    def authenticate(self, api_key: str | None, signal: Signal) -> Principal:
+    def authenticate(self, api_key: str | None, signal: Signal, *,
+                     client_cert_sha256: str | None = None) -> Principal:
         """First step of every request, before its body is read or decompressed."""
         # Transport threads (gRPC pool, gunicorn threads) reuse database connections; drop stale ones.
         close_old_connections()
         try:
-            return authenticate(api_key, signal)
+            return authenticate(api_key, signal, client_cert_sha256=client_cert_sha256)
         except DatabaseError as exc:
             log.error("cannot check an API key, the database is unavailable: %s", exc)
             raise IngestError(Reason.STORAGE_UNAVAILABLE, "the gateway cannot check API keys right now; retry later",

@@ -15,7 +15,7 @@ class TenantSerializer(serializers.ModelSerializer):
     class Meta:
         model = Tenant
         fields = ("id", "name", "slug", "status", "plan", "retention_days", "limit_overrides", "sensitive_attribute_keys",
-                  "created_at", "updated_at")
+                  "require_client_certificate", "created_at", "updated_at")
         read_only_fields = ("id", "status", "created_at", "updated_at")
         extra_kwargs = {"slug": {"required": False, "validators": []}}
 

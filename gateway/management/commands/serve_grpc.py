@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 
 from gateway.otlp import runtime
 from gateway.otlp.grpc_server import build_server
+from gateway.tls import TlsConfig
 from storage.clickhouse import describe_url
 
 # Seconds calls in flight get to finish after SIGTERM; below Kubernetes' default 30s grace.
@@ -33,6 +34,7 @@ class Command(BaseCommand):
             threads=settings.GATEWAY_GRPC_THREADS,
             retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
             max_connection_age_seconds=settings.GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS,
+            tls=TlsConfig.from_settings(),
         )
         metrics_server = self._start_metrics()
         server.start()
@@ -40,6 +42,7 @@ class Command(BaseCommand):
             f"otlp-gateway gRPC: OTLP/gRPC on {settings.GATEWAY_HOST}:{port}"
             + (f", metrics on :{settings.GATEWAY_METRICS_PORT}/metrics" if metrics_server else "")
             + f", ClickHouse {describe_url(settings.GATEWAY_CLICKHOUSE_URL)}"
+            + (", TLS" if settings.GATEWAY_TLS_CERT_FILE else "")
         )
         self.stdout.flush()
         stop.wait()

@@ -1,0 +1,145 @@
+"""Envelope encryption at rest: sensitive values are ciphertext in ClickHouse, readable only
+through the tenant's scoped reader; data-key and master-key rotation; crypto-shredding on
+delete; no secret in logs."""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import secrets
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from django.core.management import call_command
+
+from tenants import encryption
+from tenants.audit import Actor
+from tenants.encryption import KeyUnavailable, key_ring, reader_for
+from tenants.models import AuditEvent, TenantDataKey
+from tenants.services import delete_tenant, update_tenant
+from storage.reader import TenantReader
+from storage.tenant_data import drop_tenant_partitions
+from tests import otlp_requests
+from tests.clients import http_post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SYSTEM = Actor.system("tests")
+
+
+def _send(http_url, tenant, **attributes) -> None:
+    request = otlp_requests.traces_request(1)
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    for key, value in attributes.items():
+        span.attributes.append(otlp_requests.kv(key, value))
+    request.resource_spans[0].resource.attributes.append(otlp_requests.kv("enduser.id", "u-77"))
+    event = span.events.add(name="query", time_unix_nano=otlp_requests.NOW_NS)
+    event.attributes.append(otlp_requests.kv("db.statement", "SELECT secret FROM t"))
+    assert http_post(http_url, "traces", request.SerializeToString(), key=tenant.key).status == 200
+
+
+SQL = ("SELECT SpanAttributes, ResourceAttributes, Events.Attributes AS EventAttributes FROM otel_traces"
+       " WHERE TenantId = {tenant_id:String} ORDER BY Timestamp")
+
+
+def test_sensitive_values_are_ciphertext_at_rest(http_url, tenant, store):
+    update_tenant(actor=SYSTEM, tenant=tenant.tenant, sensitive_attribute_keys=["card.last4"])
+    _send(http_url, tenant, **{"user.email": "ada@example.com", "card.last4": "4242", "http.route": "/pay"})
+    (raw,) = TenantReader(store, str(tenant.tenant.id)).rows(SQL)  # no key: what ClickHouse holds
+    assert raw["SpanAttributes"]["http.route"] == "/pay"
+    for value in (raw["SpanAttributes"]["user.email"], raw["SpanAttributes"]["card.last4"],
+                  raw["ResourceAttributes"]["enduser.id"], raw["EventAttributes"][0]["db.statement"]):
+        assert value.startswith("enc:v1:")
+    dump = str(store.dangerously_query_unscoped("SELECT * FROM otel_traces", reason="test").result_rows)
+    assert "ada@example.com" not in dump and "4242" not in dump and "SELECT secret" not in dump
+    (plain,) = tenant.rows(SQL)  # the tenant's scoped reader decrypts
+    assert plain["SpanAttributes"] == {"i": "0", "user.email": "ada@example.com", "card.last4": "4242",
+                                       "http.route": "/pay"}
+    assert plain["ResourceAttributes"]["enduser.id"] == "u-77"
+    assert plain["EventAttributes"] == [{"db.statement": "SELECT secret FROM t"}]
+
+
+def test_another_tenants_key_cannot_open_a_value(http_url, make_tenant, store):
+    alpha, beta = make_tenant("alpha"), make_tenant("beta")
+    _send(http_url, alpha, **{"user.email": "a@example.com"})
+    _send(http_url, beta, **{"user.email": "b@example.com"})
+    (raw,) = TenantReader(store, str(alpha.tenant.id)).rows(SQL)
+    stolen = raw["SpanAttributes"]["user.email"]
+    with pytest.raises(KeyUnavailable):
+        key_ring(str(beta.tenant.id)).decrypt("user.email", stolen)
+    with pytest.raises(KeyUnavailable):  # bound to its attribute key too
+        key_ring(str(alpha.tenant.id)).decrypt("enduser.id", stolen)
+
+
+def test_data_key_rotation_keeps_old_data_readable(http_url, tenant):
+    _send(http_url, tenant, **{"user.email": "old@example.com"})
+    call_command("rotate_data_key", tenant.tenant.slug, stdout=io.StringIO())
+    _send(http_url, tenant, **{"user.email": "new@example.com"})
+    rows = tenant.reader.rows(SQL)
+    assert sorted(r["SpanAttributes"]["user.email"] for r in rows) == ["new@example.com", "old@example.com"]
+    raw = TenantReader(tenant.reader._store, str(tenant.tenant.id)).rows(SQL)
+    assert sorted(r["SpanAttributes"]["user.email"][:7] for r in raw) == ["enc:v1:", "enc:v2:"]
+
+
+def test_master_key_rotation_rewraps_without_touching_data(http_url, tenant, tmp_path, monkeypatch):
+    _send(http_url, tenant, **{"user.email": "kept@example.com"})
+    old_wrapped = bytes(TenantDataKey.objects.get(tenant=tenant.tenant).wrapped_key)
+    new_key_file = tmp_path / "new-master.key"
+    out = io.StringIO()
+    call_command("rotate_master_key", "--new-key-file", str(new_key_file), stdout=out)
+    assert "rewrapped" in out.getvalue() and new_key_file.read_text().strip() not in out.getvalue()
+    row = TenantDataKey.objects.get(tenant=tenant.tenant)
+    assert bytes(row.wrapped_key) != old_wrapped
+    new_master = base64.b64decode(new_key_file.read_bytes())
+    assert row.master_key_id == encryption.master_key_id(new_master)
+    with pytest.raises(InvalidTag):  # the old master key no longer opens it
+        encryption._unwrap(encryption.load_master_key(), bytes(row.wrapped_key), str(tenant.tenant.id), 1)
+    monkeypatch.setenv("GATEWAY_MASTER_KEY", new_key_file.read_text().strip())
+    encryption._rings.clear()
+    assert reader_for(tenant.reader._store, tenant.tenant.id).rows(SQL)[0]["SpanAttributes"]["user.email"] == \
+        "kept@example.com"
+    assert AuditEvent.objects.filter(action="master_key.rotated").exists()
+    encryption._rings.clear()
+
+
+def test_deleting_a_tenant_shreds_its_keys(http_url, tenant, store):
+    _send(http_url, tenant, **{"user.email": "gone@example.com"})
+    (raw,) = TenantReader(store, str(tenant.tenant.id)).rows(SQL)
+    ciphertext = raw["SpanAttributes"]["user.email"]
+    delete_tenant(actor=SYSTEM, tenant=tenant.tenant, drop_partitions=lambda t: drop_tenant_partitions(store, t))
+    assert all(bytes(k.wrapped_key) == b"" and k.destroyed_at for k in TenantDataKey.objects.filter(tenant=tenant.tenant))
+    with pytest.raises(KeyUnavailable):
+        key_ring(str(tenant.tenant.id)).decrypt("user.email", ciphertext)
+    master = encryption.load_master_key()
+    for row in TenantDataKey.objects.all():  # no wrapped key anywhere opens this value
+        if bytes(row.wrapped_key):
+            data_key = encryption._unwrap(master, bytes(row.wrapped_key), str(row.tenant_id), row.version)
+            ring = encryption.KeyRing(str(tenant.tenant.id), {1: data_key})
+            with pytest.raises(KeyUnavailable):
+                ring.decrypt("user.email", ciphertext)
+    assert tenant.count("otel_traces") == 0
+    actions = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {"tenant.data_keys_destroyed", "tenant.data_dropped"} <= actions
+
+
+def test_master_key_is_not_in_the_database(http_url, tenant):
+    from django.db import connection
+
+    _send(http_url, tenant, **{"user.email": "x@example.com"})
+    master = encryption.load_master_key()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wrapped_key FROM tenants_tenantdatakey")
+        blobs = b"".join(bytes(r[0]) for r in cursor.fetchall())
+    assert master not in blobs and base64.b64encode(master) not in blobs
+
+
+def test_secrets_never_reach_the_logs(http_url, tenant, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong_key = "otlpgw_" + secrets.token_hex(18)
+    assert http_post(http_url, "traces", b"x", key=wrong_key).status == 401
+    assert http_post(http_url, "traces", b"\x01garbage", key=tenant.key).status == 400
+    _send(http_url, tenant, **{"user.email": "private@example.com"})
+    logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    for secret in (tenant.key, wrong_key, "private@example.com", "SELECT secret", "Bearer"):
+        assert secret not in logged
+    audit_text = str(list(AuditEvent.objects.values()))
+    assert tenant.key not in audit_text
