@@ -157,3 +157,13 @@ def test_login_is_rate_limited_and_failures_are_audited(console_user):
     other_address = Client(REMOTE_ADDR="198.51.100.9")
     assert other_address.post(reverse("admin:login"), {"username": user.username,
                                                        "password": user.raw_password}).status_code == 302
+
+
+def test_roles_cover_models_added_after_the_roles_migration():
+    from django.contrib.auth.models import Group
+
+    admin_codenames = set(Group.objects.get(name=GATEWAY_ADMIN).permissions.values_list("codename", flat=True))
+    assert {"view_invoice", "change_invoice", "view_plansignal", "view_clientcertificate"} <= admin_codenames
+    assert not {"change_auditevent", "delete_auditevent"} & admin_codenames
+    assert set(Group.objects.get(name=AUDITOR).permissions.values_list("codename", flat=True)) == {
+        "view_auditevent", "export_auditevent"}
