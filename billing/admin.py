@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.forms.models import model_to_dict
-from django.http import Http404, HttpResponse
+from django import forms
+from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -44,6 +46,11 @@ class PlanAdmin(admin.ModelAdmin):
         super().delete_model(request, obj)
         audit.record(actor=audit.actor_for_user(request.user), action="plan.deleted", target_type="plan",
                      target_id=pk, target_repr=slug)
+
+
+class GenerateInvoicesForm(forms.Form):
+    period = forms.RegexField(regex=r"^\d{4}-(0[1-9]|1[0-2])$", help_text="YYYY-MM (UTC)",
+                              error_messages={"invalid": "Enter a month as YYYY-MM, e.g. 2026-11."})
 
 
 class InvoiceLineInline(admin.TabularInline):
@@ -108,7 +115,31 @@ class InvoiceAdmin(admin.ModelAdmin):
     def get_urls(self):
         download = path("<int:pk>/download/<str:fmt>/", self.admin_site.admin_view(self.download_view),
                         name="billing_invoice_download")
-        return [download, *super().get_urls()]
+        generate = path("generate/", self.admin_site.admin_view(self.generate_view), name="billing_invoice_generate")
+        return [download, generate, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_generate": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def generate_view(self, request):
+        """generate_invoices from the console: in the embedded mode the serving process owns
+        ClickHouse, so the command can only run while the gateway is stopped."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        from billing.invoicing import generate_all
+
+        form = GenerateInvoicesForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            invoices = generate_all(period=form.cleaned_data["period"])
+            audit.record(actor=audit.actor_for_user(request.user), action="invoices.generated",
+                         target_type="invoice", target_repr=form.cleaned_data["period"],
+                         changes={"before": {}, "after": {"invoices": len(invoices)}})
+            self.message_user(request, f"{len(invoices)} invoice(s) for {form.cleaned_data['period']} generated.")
+            return HttpResponseRedirect(reverse("admin:billing_invoice_changelist"))
+        return TemplateResponse(request, "admin/billing/invoice/generate.html", {
+            **self.admin_site.each_context(request), "title": "Generate invoices", "form": form,
+            "opts": self.model._meta})
 
     def download_view(self, request, pk: int, fmt: str):
         if not self.has_view_permission(request):

@@ -108,3 +108,16 @@ def invoice_csv(invoice: Invoice) -> str:
                          line.unit, line.unit_price, line.amount, invoice.currency])
     writer.writerow([invoice.tenant.slug, invoice.period, "", "TOTAL", "", "", "", invoice.total, invoice.currency])
     return out.getvalue()
+
+
+def generate_all(*, period: str, volume: VolumeFn | None = None) -> list[Invoice]:
+    """Invoices of every tenant subscribed during `period` (the command and the console)."""
+    from billing.runtime import accepted_volume_fn
+    from tenants.models import Tenant
+
+    start, end = period_bounds(period)
+    tenant_ids = (Subscription.objects.filter(starts_at__lt=end).exclude(ends_at__lte=start)
+                  .values_list("tenant_id", flat=True).distinct())
+    volume = volume or accepted_volume_fn()
+    return [generate_invoice(tenant=tenant, period=period, volume=volume)
+            for tenant in Tenant.objects.filter(pk__in=list(tenant_ids)).order_by("slug")]

@@ -182,3 +182,27 @@ def test_usage_and_invoices_in_the_console_and_the_api(make_tenant, http_url, co
     auditor_api.credentials(
         HTTP_AUTHORIZATION=f"Bearer {create_console_token(actor=SYSTEM, user=console_user(AUDITOR)).secret}")
     assert auditor_api.get("/api/v1/invoices/").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_console_generates_invoices(make_tenant, http_url, console_user):
+    from django.test import Client
+    from django.urls import reverse
+
+    from tenants.roles import AUDITOR, GATEWAY_ADMIN
+
+    tenant = make_tenant("console-billed")
+    change_plan(actor=SYSTEM, tenant=tenant.tenant, plan=_plan("flat", base="12.00", included=0, per_million="0"))
+    client = Client()
+    client.force_login(console_user(GATEWAY_ADMIN))
+    assert "Generate invoices" in client.get(reverse("admin:billing_invoice_changelist")).content.decode()
+    period = datetime.now(UTC).strftime("%Y-%m")
+    bad = client.post(reverse("admin:billing_invoice_generate"), {"period": "11/2026"})
+    assert "Enter a month as YYYY-MM" in bad.content.decode()
+    response = client.post(reverse("admin:billing_invoice_generate"), {"period": period}, follow=True)
+    assert "invoice(s) for" in response.content.decode()
+    assert Invoice.objects.get(tenant=tenant.tenant, period=period).total > 0
+    assert AuditEvent.objects.filter(action="invoices.generated").exists()
+    auditor = Client()
+    auditor.force_login(console_user(AUDITOR, username="aud"))
+    assert auditor.post(reverse("admin:billing_invoice_generate"), {"period": period}).status_code == 403

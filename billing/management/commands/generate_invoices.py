@@ -1,10 +1,10 @@
-"""manage.py generate_invoices --period YYYY-MM: invoices for every subscribed tenant."""
+"""manage.py generate_invoices --period YYYY-MM: invoices for every subscribed tenant.
+
+In the embedded mode the serving process owns the chDB directory: run this while the gateway
+is stopped, or use Invoices -> Generate in the console."""
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.invoicing import generate_invoice, period_bounds
-from billing.models import Subscription
-from billing.runtime import accepted_volume_fn
-from tenants.models import Tenant
+from billing.invoicing import generate_all, period_bounds
 
 
 class Command(BaseCommand):
@@ -15,12 +15,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, period: str, **options):
         try:
-            start, end = period_bounds(period)
+            period_bounds(period)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        tenant_ids = (Subscription.objects.filter(starts_at__lt=end).exclude(ends_at__lte=start)
-                      .values_list("tenant_id", flat=True).distinct())
-        volume = accepted_volume_fn()
-        for tenant in Tenant.objects.filter(pk__in=list(tenant_ids)).order_by("slug"):
-            invoice = generate_invoice(tenant=tenant, period=period, volume=volume)
-            self.stdout.write(f"{tenant.slug} {period}: {invoice.total} {invoice.currency} ({invoice.status})")
+        for invoice in generate_all(period=period):
+            self.stdout.write(f"{invoice.tenant.slug} {period}: {invoice.total} {invoice.currency} ({invoice.status})")
