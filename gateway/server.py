@@ -10,7 +10,7 @@ from django.conf import settings
 from gunicorn.app.base import BaseApplication
 
 from gateway.otlp import runtime
-from gateway.otlp.grpc_server import build_server
+from gateway.otlp.grpc_server import server_from_settings
 from gateway.tls import TlsConfig
 
 log = logging.getLogger("gateway.server")
@@ -19,14 +19,7 @@ log = logging.getLogger("gateway.server")
 def _post_worker_init(worker) -> None:
     pipeline = runtime.build_pipeline()  # opens ClickHouse here, in the worker, and migrates
     runtime.install_pipeline(pipeline)
-    server, port = build_server(
-        runtime.get_pipeline,
-        address=f"{settings.GATEWAY_HOST}:{settings.GATEWAY_GRPC_PORT}",
-        max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
-        threads=settings.GATEWAY_GRPC_THREADS,
-        retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
-        tls=TlsConfig.from_settings(),
-    )
+    server, port = server_from_settings()
     server.start()
     worker.otlp_grpc_server = server
     log.info("OTLP/gRPC listening on %s:%s (worker pid %s)", settings.GATEWAY_HOST, port, os.getpid())

@@ -105,3 +105,21 @@ def build_server(
     if port == 0:
         raise OSError(f"cannot bind the OTLP/gRPC receiver to {address}")
     return server, port
+
+
+def server_from_settings() -> tuple[grpc.Server, int]:
+    """The OTLP/gRPC server as settings describe it, serving this process's pipeline."""
+    from django.conf import settings
+
+    from gateway.otlp import runtime
+    from gateway.tls import TlsConfig
+
+    return build_server(
+        runtime.get_pipeline,
+        address=f"{settings.GATEWAY_HOST}:{settings.GATEWAY_GRPC_PORT}",
+        max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
+        threads=settings.GATEWAY_GRPC_THREADS,
+        retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
+        max_connection_age_seconds=settings.GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS,
+        tls=TlsConfig.from_settings(),
+    )

@@ -10,8 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from gateway.otlp import runtime
-from gateway.otlp.grpc_server import build_server
-from gateway.tls import TlsConfig
+from gateway.otlp.grpc_server import server_from_settings
 from storage.clickhouse import describe_url
 
 # Seconds calls in flight get to finish after SIGTERM; below Kubernetes' default 30s grace.
@@ -27,15 +26,7 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stop.set())
         pipeline = runtime.build_pipeline()  # migrates only if GATEWAY_MIGRATE_ON_START
         runtime.install_pipeline(pipeline)
-        server, port = build_server(
-            runtime.get_pipeline,
-            address=f"{settings.GATEWAY_HOST}:{settings.GATEWAY_GRPC_PORT}",
-            max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
-            threads=settings.GATEWAY_GRPC_THREADS,
-            retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
-            max_connection_age_seconds=settings.GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS,
-            tls=TlsConfig.from_settings(),
-        )
+        server, port = server_from_settings()
         metrics_server = self._start_metrics()
         server.start()
         self.stdout.write(
