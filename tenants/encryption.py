@@ -86,20 +86,23 @@ class KeyRing:
         self.tenant_id = tenant_id
         self.keys = keys
         self.current = max(keys) if keys else None
+        # Built once: making the cipher object costs more than encrypting a short value.
+        self._ciphers = {version: AESGCM(key) for version, key in keys.items()}
+        self._prefix = f"{PREFIX}{self.current}:"
 
     def encrypt(self, attribute: str, value: str) -> str:
-        nonce = secrets.token_bytes(12)
-        sealed = AESGCM(self.keys[self.current]).encrypt(nonce, value.encode(), self._aad(attribute))
-        return f"{PREFIX}{self.current}:{base64.b64encode(nonce + sealed).decode()}"
+        nonce = os.urandom(12)
+        sealed = self._ciphers[self.current].encrypt(nonce, value.encode(), f"{self.tenant_id}\x00{attribute}".encode())
+        return self._prefix + base64.b64encode(nonce + sealed).decode()
 
     def decrypt(self, attribute: str, stored: str) -> str:
         version_text, _, payload = stored[len(PREFIX):].partition(":")
-        key = self.keys.get(int(version_text))
-        if key is None:
+        cipher = self._ciphers.get(int(version_text))
+        if cipher is None:
             raise KeyUnavailable(f"data key v{version_text} of tenant {self.tenant_id} is not available")
         raw = base64.b64decode(payload)
         try:
-            return AESGCM(key).decrypt(raw[:12], raw[12:], self._aad(attribute)).decode()
+            return cipher.decrypt(raw[:12], raw[12:], self._aad(attribute)).decode()
         except InvalidTag as exc:
             raise KeyUnavailable(f"value of {attribute!r} does not decrypt for tenant {self.tenant_id}") from exc
 
