@@ -105,7 +105,10 @@ def _database(url: str | None) -> dict:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "gateway.sqlite3"),
-            "OPTIONS": {"timeout": 20},
+            # IMMEDIATE: a transaction takes the write lock when it begins, so two threads that
+            # read then write (audit appends, key creation) wait for each other instead of
+            # failing with "database is locked".
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
             "TEST": {"NAME": str(DATA_DIR / "test-gateway.sqlite3")},
         }
     parsed = urlparse(url)

@@ -141,19 +141,28 @@ def key_ring(tenant_id: str) -> KeyRing:
     return ring
 
 
-@transaction.atomic
 def _new_version(tenant_id: str, master: bytes) -> TenantDataKey:
-    latest = TenantDataKey.objects.select_for_update().filter(tenant_id=tenant_id).order_by("-version").first()
-    version = (latest.version + 1) if latest else 1
+    # No read-then-write transaction: on SQLite that deadlocks against concurrent writers. The
+    # unique (tenant, version) constraint settles a race; the loser gets IntegrityError.
+    latest = TenantDataKey.objects.filter(tenant_id=tenant_id).order_by("-version").values_list("version", flat=True)
+    version = (latest.first() or 0) + 1
     return TenantDataKey.objects.create(tenant_id=tenant_id, version=version, master_key_id=master_key_id(master),
                                         wrapped_key=_wrap(master, secrets.token_bytes(32), tenant_id, version))
+
+
+def create_first_data_key(tenant: Tenant) -> None:
+    """Called when a tenant is created, so no ingest request has to make the key."""
+    _new_version(str(tenant.id), load_master_key())
 
 
 def rotate_data_key(*, actor: Actor, tenant: Tenant) -> TenantDataKey:
     """New data is encrypted with a new key version; old versions stay to read old data."""
     if tenant.status == Tenant.Status.DELETED:
         raise ValueError(f"tenant {tenant.slug} is deleted; its keys are destroyed")
-    created = _new_version(str(tenant.id), load_master_key())
+    try:
+        created = _new_version(str(tenant.id), load_master_key())
+    except IntegrityError:
+        raise ValueError(f"the data key of tenant {tenant.slug} is being rotated already; try again") from None
     _forget(str(tenant.id))
     audit.record(actor=actor, action="tenant.data_key_rotated", target_type="tenant", target_id=tenant.id,
                  target_repr=tenant.slug, changes={"before": {}, "after": {"version": created.version}})

@@ -14,7 +14,7 @@ from billing.limits import validate_overrides
 from billing.services import change_plan
 from tenants import audit
 from tenants.audit import Actor
-from tenants.encryption import destroy_data_keys
+from tenants.encryption import create_first_data_key, destroy_data_keys
 from tenants.keys import generate_key, generate_console_token
 from tenants.models import ApiKey, ConsoleToken, Tenant
 
@@ -57,6 +57,7 @@ def create_tenant(*, actor: Actor, name: str, slug: str | None = None, **fields:
     if "limit_overrides" in fields:
         validate_overrides(fields["limit_overrides"])
     tenant = Tenant.objects.create(name=name, slug=slug, **fields)
+    create_first_data_key(tenant)
     audit.record(actor=actor, action="tenant.created", target_type="tenant", target_id=tenant.id,
                  target_repr=tenant.slug, changes=audit.diff(None, snapshot(tenant, TENANT_FIELDS)))
     if plan is not None:
