@@ -5,7 +5,9 @@ and compares the end-to-end rate with in-process floors (protobuf parse; + flatt
     ./dev bench [--duration 15] [--clients 1] [--concurrency 8] [--out results.md|.json]
 
 Figures: spans/s, request latency p50/p99, the gunicorn worker's CPU and peak RSS (VmHWM,
-cumulative over the run), and a gRPC run paced at half the measured maximum. `--py-spy FILE`
+cumulative over the run), how many spans each otel_traces INSERT carried and the share of the
+run the writer spent in INSERTs (from the gateway's /metrics), and a gRPC run paced at half the
+measured maximum. `--py-spy FILE`
 records the worker during the gRPC maximum-throughput run (raw collapsed stacks; summarise
 them with bench/pyspy_top.py). Exits 1 on any failed request or if the spans acknowledged are
 not exactly the rows found in otel_traces after the gateway stopped. See docs/BENCHMARKS.md.
@@ -89,6 +91,22 @@ class Gateway:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def writer_counters(self, table: str = "otel_traces") -> dict[str, float]:
+        """The batcher's INSERT count, seconds and rows for `table` so far, from /metrics."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        wanted = {"otlp_gateway_clickhouse_insert_duration_seconds_count": "inserts",
+                  "otlp_gateway_clickhouse_insert_duration_seconds_sum": "seconds",
+                  "otlp_gateway_clickhouse_rows_total": "rows"}
+        counters = dict.fromkeys(wanted.values(), 0.0)
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if name in wanted and f'table="{table}"' in rest and 'result="stored"' in rest:
+                counters[wanted[name]] += float(rest.rsplit(" ", 1)[1])
+        return counters
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -212,10 +230,12 @@ def drive(gateway, transport, args, payloads, rate=None, duration=None) -> dict:
         p.start()
     for _ in procs:
         ready.get(timeout=120)
+    writer0 = gateway.writer_counters()
     cpu0, busy0 = gateway.cpu_seconds(), machine_busy_seconds()
     go.set()
     parts = [results.get(timeout=duration + 180) for _ in procs]
     worker_cpu, busy = gateway.cpu_seconds() - cpu0, machine_busy_seconds() - busy0
+    writer = {k: v - writer0[k] for k, v in gateway.writer_counters().items()}
     for p in procs:
         p.join()
     latencies = sorted(x for part in parts for x in part["latencies"])
@@ -227,9 +247,12 @@ def drive(gateway, transport, args, payloads, rate=None, duration=None) -> dict:
         errors=len(errors), first_error=errors[0] if errors else "", spans_per_s=len(latencies) * args.spans / elapsed,
         p50_ms=pct(0.50), p99_ms=pct(0.99), max_ms=latencies[-1] * 1000 if latencies else float("nan"),
         worker_cpu_cores=worker_cpu / elapsed, client_cpu_cores=sum(p["client_cpu"] for p in parts) / elapsed,
-        machine_busy_cores=busy / elapsed, worker_peak_rss_mb=gateway.rss_mb(), acked_spans=sum(p["acked"] for p in parts))
+        machine_busy_cores=busy / elapsed, worker_peak_rss_mb=gateway.rss_mb(), acked_spans=sum(p["acked"] for p in parts),
+        rows_per_insert=writer["rows"] / writer["inserts"] if writer["inserts"] else float("nan"),
+        writer_busy=writer["seconds"] / elapsed)
     print(f"  {result['run']}: {result['spans_per_s']:,.0f} spans/s, p50 {result['p50_ms']:.0f} ms, "
-          f"p99 {result['p99_ms']:.0f} ms, errors {result['errors']} {result['first_error']}")
+          f"p99 {result['p99_ms']:.0f} ms, {result['rows_per_insert']:,.0f} spans per otel_traces INSERT, "
+          f"writer busy {result['writer_busy']:.0%}, errors {result['errors']} {result['first_error']}")
     return result
 
 
@@ -242,12 +265,13 @@ def start_py_spy(pid: int, args) -> subprocess.Popen:
 
 # --- in-process floors ------------------------------------------------------------------------
 STAGES = {"parse only": ("parse",), "parse + flatten": ("parse", "flatten"),
-          "parse + flatten + insert": ("parse", "flatten", "insert")}
+          "parse + flatten + insert": ("parse", "flatten", "encode", "insert")}
 
 
 def floors(payloads: list[bytes], spans: int, seconds: float) -> list[dict]:
-    """One thread, no transport. "insert" writes each request's rows (one INSERT of `spans`
-    rows, as storage.clickhouse.Store does for the batcher) into a fresh chDB directory."""
+    """One thread, no transport. "encode" turns each request's rows into a Native block and
+    "insert" writes it (one INSERT of `spans` rows; Store.encode and Store.insert_native, as the
+    batcher uses them) into a fresh chDB directory."""
     from storage.clickhouse import Store
     from storage.flatten.traces import flatten_traces
     directory = tempfile.mkdtemp(prefix="otlpgw-floor-")
@@ -267,8 +291,11 @@ def floors(payloads: list[bytes], spans: int, seconds: float) -> list[dict]:
                     t2 = time.perf_counter()
                     spent["flatten"] += t2 - t1
                     if "insert" in stages:
-                        store.insert(batch.table, batch.column_names, batch.columns)
-                        spent["insert"] += time.perf_counter() - t2
+                        block = store.encode(batch.table, batch.column_names, batch.columns)
+                        t3 = time.perf_counter()
+                        spent["encode"] += t3 - t2
+                        store.insert_native(batch.table, batch.column_names, [block])
+                        spent["insert"] += time.perf_counter() - t3
                 count += 1
         elapsed = time.perf_counter() - start
         results.append(dict(run=name, requests=count, spans_per_s=count * spans / elapsed,
@@ -281,14 +308,16 @@ def floors(payloads: list[bytes], spans: int, seconds: float) -> list[dict]:
 # --- report -----------------------------------------------------------------------------------
 def table(floors: list[dict], runs: list[dict], parse_rate: float) -> str:
     lines = ["| run | spans/s | vs parse-only | p50 ms | p99 ms | max ms | errors | worker CPU | client CPU | machine busy "
-             f"(of {os.cpu_count()}) | worker peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"(of {os.cpu_count()}) | worker peak RSS MB | spans per INSERT | writer busy |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in floors:
         lines.append(f"| {f['run']} (in-process, 1 thread) | {f['spans_per_s']:,.0f} | {f['spans_per_s'] / parse_rate:.1%} "
-                     f"| {f['per_request_ms']:.1f}/req | | | | | | | |")
+                     f"| {f['per_request_ms']:.1f}/req | | | | | | | | | |")
     for r in runs:
         lines.append(f"| {r['run']} | {r['spans_per_s']:,.0f} | {r['spans_per_s'] / parse_rate:.1%} | {r['p50_ms']:.0f} "
                      f"| {r['p99_ms']:.0f} | {r['max_ms']:.0f} | {r['errors']} | {r['worker_cpu_cores']:.2f} "
-                     f"| {r['client_cpu_cores']:.2f} | {r['machine_busy_cores']:.2f} | {r['worker_peak_rss_mb']:.0f} |")
+                     f"| {r['client_cpu_cores']:.2f} | {r['machine_busy_cores']:.2f} | {r['worker_peak_rss_mb']:.0f} "
+                     f"| {r['rows_per_insert']:,.0f} | {r['writer_busy']:.0%} |")
     return "\n".join(lines)
 
 

@@ -6,9 +6,9 @@ from storage.flatten.common import (
     Flattened,
     Rejections,
     TableBatch,
-    attributes,
     valid_id,
 )
+from storage.flatten.raw import raw_attributes, raw_traces
 from storage.schema import TRACES_TABLE
 
 COLUMNS = (
@@ -20,9 +20,14 @@ COLUMNS = (
 )
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
+_KIND_NAMES = dict(enumerate(SPAN_KINDS))
+_STATUS_NAMES = dict(enumerate(STATUS_CODES))
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
 
 
 def _span_problem(span) -> str | None:
+    """Why `span` is rejected, or None. The loop below tests the same conditions inline and
+    calls this only to word the rejection."""
     if not valid_id(span.trace_id, 16, optional=False):
         return f"span {span.name!r}: trace_id must be 16 bytes and not all zero, got {len(span.trace_id)} bytes"
     if not valid_id(span.span_id, 8, optional=False):
@@ -43,56 +48,75 @@ def _span_problem(span) -> str | None:
 
 
 def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened:
+    """Rows for the spans of `request` (an ExportTraceServiceRequest), read through its raw view
+    (storage.flatten.raw). Events and links become tuples (`()` when there are none): a tuple of
+    strings, numbers and maps is one the garbage collector stops tracking, where a list is
+    tracked for as long as the rows wait for their INSERT."""
     cols = [[] for _ in COLUMNS]
     (_tenant, ts, trace_id, span_id, parent_id, trace_state, name, kind, service, res_attrs,
      scope_name, scope_version, span_attrs, duration, status_code, status_message, ev_ts, ev_name,
      ev_attrs, ln_trace, ln_span, ln_state, ln_attrs, _retention) = cols
     rejections = Rejections()
-    for resource_spans in request.resource_spans:
-        resource = attributes(resource_spans.resource.attributes)
+    for resource_spans in raw_traces(request).resource_spans:
+        resource = raw_attributes(resource_spans.resource.attributes)
         service_name = resource.get("service.name", "")
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             sname, sversion = scope.name, scope.version
             for span in scope_spans.spans:
-                problem = _span_problem(span)
-                if problem:
-                    rejections.add(problem)
-                    continue
+                tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                if (
+                    len(tid) != 16 or tid == _ZERO_TRACE_ID or len(sid) != 8 or sid == _ZERO_SPAN_ID
+                    or (pid and len(pid) != 8) or not start or start > MAX_TIMESTAMP_NS or end > MAX_TIMESTAMP_NS
+                ):
+                    rejections.add(_span_problem(span))
+                    continue
+                events, links = span.events, span.links
+                if events:
+                    e_ts, e_name, e_attrs = [], [], []
+                    for event in events:
+                        e_ts.append(event.time_unix_nano)
+                        e_name.append(event.name)
+                        e_attrs.append(raw_attributes(event.attributes))
+                    if max(e_ts) > MAX_TIMESTAMP_NS:
+                        rejections.add(_span_problem(span))
+                        continue
+                    events = (tuple(e_ts), tuple(e_name), tuple(e_attrs))
+                else:
+                    events = ((), (), ())
+                if links:
+                    l_trace, l_span, l_state, l_attrs = [], [], [], []
+                    for link in links:
+                        l_trace.append(link.trace_id)
+                        l_span.append(link.span_id)
+                        l_state.append(link.trace_state)
+                        l_attrs.append(raw_attributes(link.attributes))
+                    if any(len(t) != 16 for t in l_trace) or any(len(s) != 8 for s in l_span):
+                        rejections.add(_span_problem(span))
+                        continue
+                    links = (tuple(t.hex() for t in l_trace), tuple(s.hex() for s in l_span), tuple(l_state),
+                             tuple(l_attrs))
+                else:
+                    links = ((), (), (), ())
                 ts.append(start)
-                trace_id.append(span.trace_id.hex())
-                span_id.append(span.span_id.hex())
-                parent_id.append(span.parent_span_id.hex())
+                trace_id.append(tid.hex())
+                span_id.append(sid.hex())
+                parent_id.append(pid.hex())
                 trace_state.append(span.trace_state)
                 name.append(span.name)
-                k = span.kind
-                kind.append(SPAN_KINDS[k] if 0 <= k < len(SPAN_KINDS) else "Unspecified")
+                kind.append(_KIND_NAMES.get(span.kind, "Unspecified"))
                 service.append(service_name)
                 res_attrs.append(resource)
                 scope_name.append(sname)
                 scope_version.append(sversion)
-                span_attrs.append(attributes(span.attributes))
+                span_attrs.append(raw_attributes(span.attributes))
                 duration.append(end - start if end > start else 0)
                 status = span.status
-                code = status.code
-                status_code.append(STATUS_CODES[code] if 0 <= code < len(STATUS_CODES) else "Unset")
+                status_code.append(_STATUS_NAMES.get(status.code, "Unset"))
                 status_message.append(status.message)
-                events = span.events
-                if events:
-                    ev_ts.append([e.time_unix_nano for e in events])
-                    ev_name.append([e.name for e in events])
-                    ev_attrs.append([attributes(e.attributes) for e in events])
-                else:
-                    ev_ts.append([]); ev_name.append([]); ev_attrs.append([])
-                links = span.links
-                if links:
-                    ln_trace.append([link.trace_id.hex() for link in links])
-                    ln_span.append([link.span_id.hex() for link in links])
-                    ln_state.append([link.trace_state for link in links])
-                    ln_attrs.append([attributes(link.attributes) for link in links])
-                else:
-                    ln_trace.append([]); ln_span.append([]); ln_state.append([]); ln_attrs.append([])
+                ev_ts.append(events[0]); ev_name.append(events[1]); ev_attrs.append(events[2])
+                ln_trace.append(links[0]); ln_span.append(links[1]); ln_state.append(links[2]); ln_attrs.append(links[3])
     rows = len(ts)
     cols[0] = [tenant_id] * rows
     cols[-1] = [retention_days] * rows
