@@ -232,3 +232,13 @@ def test_each_rejection_reason_is_worded_as_before():
         flat = flatten_traces(request, tenant_id=TENANT, retention_days=7)
         assert (flat.accepted, flat.rejected) == (1, 1)
         assert_same_as_reference(request)
+
+
+def test_a_request_parsed_as_the_raw_view_flattens_the_same():
+    for seed in range(5):
+        request = _random_request(random.Random(seed))
+        direct = flatten_traces(raw.RawTraces.FromString(request.SerializeToString()), tenant_id=TENANT, retention_days=7)
+        usual = flatten_traces(request, tenant_id=TENANT, retention_days=7)
+        assert (direct.accepted, direct.rejected, direct.rejection_examples) == (usual.accepted, usual.rejected,
+                                                                               usual.rejection_examples)
+        assert _ordered([b.columns for b in direct.batches]) == _ordered([b.columns for b in usual.batches])

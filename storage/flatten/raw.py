@@ -72,8 +72,11 @@ def _raw_view(name: str, messages: tuple) -> type:
 RawTraces = _raw_view("traces", (ExportTraceServiceRequest, ResourceSpans, Resource, ScopeSpans, Span))
 
 
-def raw_traces(request: ExportTraceServiceRequest):
-    """The request as a `RawTraces`: the same fields, attribute lists as lists of bytes."""
+def raw_traces(request):
+    """The request as a `RawTraces`: the same fields, attribute lists as lists of bytes. A
+    `RawTraces` (parsed from the body directly) is used as it is."""
+    if isinstance(request, RawTraces):
+        return request
     return RawTraces.FromString(request.SerializeToString())
 
 
