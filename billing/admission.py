@@ -41,8 +41,8 @@ class Admission:
                               f"{limits.max_request_bytes} bytes of plan {limits.plan_name}; send smaller batches")
 
     def admit(self, principal: Principal, signal: Signal, *, items: int, body_bytes: int) -> None:
+        """Rate limits and quotas for a decoded request (its size was checked before decoding)."""
         limits = self.limits(principal)
-        self.check_size(principal, body_bytes)
         if limits.stored_bytes and self._current_stored(principal.tenant_id) >= limits.stored_bytes:
             raise IngestError(Reason.QUOTA_EXHAUSTED, f"tenant {principal.tenant_slug} has reached the stored-data "
                               f"cap of {limits.stored_bytes} bytes of plan {limits.plan_name}; "
