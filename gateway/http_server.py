@@ -50,6 +50,7 @@ def default_workers() -> int:
 def _post_worker_init(worker) -> None:
     # Connecting is lazy: a worker starts even while ClickHouse is down (/readyz says so).
     runtime.install_pipeline(runtime.build_pipeline())
+    runtime.settle_heap()
     log.info("OTLP/HTTP worker %s ready", os.getpid())
 
 

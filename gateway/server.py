@@ -22,6 +22,7 @@ def _post_worker_init(worker) -> None:
     server, port = server_from_settings()
     server.start()
     worker.otlp_grpc_server = server
+    runtime.settle_heap()
     log.info("OTLP/gRPC listening on %s:%s (worker pid %s)", settings.GATEWAY_HOST, port, os.getpid())
 
 

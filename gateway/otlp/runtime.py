@@ -6,6 +6,7 @@ a parent that forks.
 """
 from __future__ import annotations
 
+import gc
 import threading
 
 from django.conf import settings
@@ -65,3 +66,14 @@ def install_pipeline(pipeline: Pipeline | None) -> Pipeline | None:
     with _lock:
         previous, _pipeline = _pipeline, pipeline
     return previous
+
+
+def settle_heap() -> None:
+    """Call once a serving process has started (Django, grpc, chDB and the pipeline loaded).
+
+    The ~165K objects start-up leaves behind live for the whole process; without this, every
+    full garbage collection walks them all again (~80 ms each at ingest rates, stopping every
+    thread). Frozen, they are out of the collector's way; what requests allocate is collected
+    as before."""
+    gc.collect()
+    gc.freeze()

@@ -29,6 +29,7 @@ class Command(BaseCommand):
         server, port = server_from_settings()
         metrics_server = self._start_metrics()
         server.start()
+        runtime.settle_heap()
         self.stdout.write(
             f"otlp-gateway gRPC: OTLP/gRPC on {settings.GATEWAY_HOST}:{port}"
             + (f", metrics on :{settings.GATEWAY_METRICS_PORT}/metrics" if metrics_server else "")
