@@ -109,6 +109,9 @@ def _database(url: str | None) -> dict:
             # read then write (audit appends, key creation) wait for each other instead of
             # failing with "database is locked".
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # Every request reads its API key; a thread keeps its connection rather than opening
+            # (and closing) one per request.
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 600),
             "TEST": {"NAME": str(DATA_DIR / "test-gateway.sqlite3")},
         }
     parsed = urlparse(url)
