@@ -25,15 +25,23 @@ def protect(batches: list[TableBatch], *, ring: KeyRing, sensitive: frozenset[st
             sealed[id(attributes)] = done
         return done
 
+    if not sensitive:
+        return 0
+    isdisjoint = sensitive.isdisjoint
     for batch in batches:
         for name, column in zip(batch.column_names, batch.columns):
             if not name.endswith("Attributes"):
                 continue
             if "." in name:
+                # Nested (events, links, exemplars): a tuple of maps per row, replaced only when
+                # one of its maps changes.
                 for i, maps in enumerate(column):
-                    if maps:
-                        column[i] = [seal(attributes) for attributes in maps]
+                    for attributes in maps:
+                        if attributes and not isdisjoint(attributes):
+                            column[i] = tuple(seal(attributes) for attributes in maps)
+                            break
             else:
                 for i, attributes in enumerate(column):
-                    column[i] = seal(attributes)
+                    if attributes and not isdisjoint(attributes):
+                        column[i] = seal(attributes)
     return count
