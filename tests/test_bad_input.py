@@ -19,6 +19,29 @@ from tests.clients import grpc_export, http_post, retry_info
 pytestmark = pytest.mark.django_db(transaction=True)
 
 GOOD = otlp_requests.traces_request(3).SerializeToString()
+
+
+def _not_utf8(where: str) -> bytes:
+    """A trace request with one attribute string that is not UTF-8 (protobuf's Python API
+    refuses to build one, so a marker of the same length is replaced in the bytes)."""
+    request = otlp_requests.traces_request(3)
+    span = request.resource_spans[0].scope_spans[0].spans[1]
+    marker = "MARKER-NOT-UTF8"
+    if where == "span value":
+        span.attributes.append(otlp_requests.kv("http.route", marker))
+    elif where == "span key":
+        span.attributes.append(otlp_requests.kv(marker, "v"))
+    elif where == "event value":
+        span.events.add(name="e", time_unix_nano=span.start_time_unix_nano).attributes.append(
+            otlp_requests.kv("k", marker))
+    elif where == "resource value":
+        request.resource_spans[0].resource.attributes.append(otlp_requests.kv("host.name", marker))
+    body = request.SerializeToString()
+    assert body.count(marker.encode()) == 1
+    return body.replace(marker.encode(), b"\xff\xfe" + marker.encode()[2:])
+
+
+NOT_UTF8 = ("span value", "span key", "event value", "resource value")
 BOMB = gzip.compress(b"\0" * (settings.GATEWAY_MAX_DECOMPRESSED_BYTES + 1024))
 
 
@@ -37,6 +60,8 @@ HTTP_CASES = {
                          "not a valid ExportTraceServiceRequest"),
     "truncated protobuf": ((PROTOBUF,), lambda good: dict(body=good[: len(good) // 2]), 400,
                            "not a valid ExportTraceServiceRequest"),
+    **{f"attribute {where} not utf-8": ((PROTOBUF,), lambda good, where=where: dict(body=_not_utf8(where)), 400,
+                                        "not a valid ExportTraceServiceRequest") for where in NOT_UTF8},
     "malformed json": ((JSON,), lambda good: dict(body=good[:-7]), 400, "not valid JSON"),
     "json not utf-8": ((JSON,), lambda good: dict(body=b"\xff\xfe{}"), 400, "not valid JSON"),
     "json of wrong shape": ((JSON,), lambda good: dict(body=b'{"resourceSpans": 7}'), 400, "OTLP/JSON"),
@@ -84,6 +109,8 @@ def test_http_bad_input(case, content_type, tenant, http_url, grpc_channel):
 GRPC_CASES = {
     "garbage protobuf": (dict(body=b"\xff\xff\xff\xff not protobuf"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid"),
     "truncated protobuf": (dict(body=GOOD[: len(GOOD) // 2]), grpc.StatusCode.INVALID_ARGUMENT, "not a valid"),
+    **{f"attribute {where} not utf-8": (dict(body=_not_utf8(where)), grpc.StatusCode.INVALID_ARGUMENT,
+                                        "not a valid ExportTraceServiceRequest") for where in NOT_UTF8},
     "missing key": (dict(body=GOOD, key=None), grpc.StatusCode.UNAUTHENTICATED, "missing API key"),
     "unknown key": (dict(body=GOOD, key="otlpgw_" + "A" * 36), grpc.StatusCode.UNAUTHENTICATED, "invalid API key"),
     "message over limit": (

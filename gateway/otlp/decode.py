@@ -18,12 +18,17 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from billing.outcomes import Signal
 from gateway.otlp.errors import IngestError, Reason
+from storage.flatten.raw import RawTraces
 
 REQUEST_TYPES: dict[Signal, type[Message]] = {
     Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,
     Signal.METRICS: metrics_service_pb2.ExportMetricsServiceRequest,
     Signal.LOGS: logs_service_pb2.ExportLogsServiceRequest,
 }
+# What a protobuf body is parsed into: trace requests straight into their raw view, whose
+# attribute lists stay bytes until they are flattened (storage/flatten/raw.py). Its attribute
+# strings are checked for UTF-8 there, and a bad one is then an UNDECODABLE request as here.
+PROTOBUF_PARSE_TYPES: dict[Signal, type[Message]] = {**REQUEST_TYPES, Signal.TRACES: RawTraces}
 RESPONSE_TYPES: dict[Signal, type[Message]] = {
     Signal.TRACES: trace_service_pb2.ExportTraceServiceResponse,
     Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
@@ -104,13 +109,14 @@ def _unzstd(body: bytes, *, limit: int) -> bytes:
 
 
 def parse(signal: Signal, data: bytes, encoding: Encoding) -> Message:
-    message = REQUEST_TYPES[signal]()
     if encoding is Encoding.PROTOBUF:
+        message = PROTOBUF_PARSE_TYPES[signal]()
         try:
             message.ParseFromString(data)
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise IngestError(Reason.UNDECODABLE, f"body is not a valid {message.DESCRIPTOR.name} protobuf: {exc}") from exc
         return message
+    message = REQUEST_TYPES[signal]()
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -179,6 +185,13 @@ def _convert_ids(node: dict[str, Any], what: str) -> None:
                 Reason.UNDECODABLE, f"{what} {field} {value[:40]!r} is not a hex string (OTLP/JSON ids are hex)"
             ) from exc
         node[field] = base64.b64encode(raw).decode()
+
+
+def undecodable_attribute(signal: Signal, exc: Exception) -> IngestError:
+    """The error for an attribute the flattener could not read (a string that is not UTF-8 in a
+    body parsed with its attributes left as bytes): the same as for any undecodable body."""
+    name = REQUEST_TYPES[signal].DESCRIPTOR.name
+    return IngestError(Reason.UNDECODABLE, f"body is not a valid {name} protobuf: an attribute is not valid: {exc}")
 
 
 def item_count(signal: Signal, request: Message) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from django.db import DatabaseError, close_old_connections
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from billing.admission import Admission
 from billing.metering import usage_batch
@@ -90,9 +90,12 @@ class Pipeline:
 
     def _store(self, principal: Principal, signal: Signal, request: Message, *, items: int,
                body_bytes: int) -> ExportResult:
-        flattened = FLATTENERS[signal](
-            request, tenant_id=principal.tenant_id, retention_days=principal.retention_days
-        )
+        try:
+            flattened = FLATTENERS[signal](
+                request, tenant_id=principal.tenant_id, retention_days=principal.retention_days
+            )
+        except (UnicodeDecodeError, DecodeError) as exc:
+            raise decode.undecodable_attribute(signal, exc) from exc
         protect(flattened.batches, ring=key_ring(principal.tenant_id),
                 sensitive=sensitive_keys(principal.sensitive_attribute_keys))
         outcome = Outcome.PARTIALLY_ACCEPTED if flattened.rejected else Outcome.ACCEPTED
