@@ -15,7 +15,14 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.insert import InsertContext
 from clickhouse_connect.driver.transform import NativeTransform
 
-from storage.schema import MIGRATIONS, MIGRATIONS_TABLE, TENANT_TABLES, Layout, migrations_table_statement
+from storage.schema import (
+    MIGRATIONS,
+    MIGRATIONS_TABLE,
+    TENANT_TABLES,
+    Layout,
+    embedded_tuning_statements,
+    migrations_table_statement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,4 +184,7 @@ class Store:
             )
             log.info("applied ClickHouse migration %s: %s", migration.version, migration.name)
             applied.append(migration.version)
+        if self.embedded:
+            for statement in embedded_tuning_statements():
+                self.command(statement)
         return applied

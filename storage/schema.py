@@ -119,6 +119,20 @@ class Migration:
         return tuple(statement for table in self.tables for statement in table.create_statements(layout))
 
 
+# In the embedded mode chDB's background merges share the gateway's CPU: at ingest rates they
+# took a third of the worker's CPU (docs/BENCHMARKS.md). A larger merge_selector_base lets more
+# parts of similar size gather before they are merged, so each row is rewritten fewer times
+# (~2.5 instead of ~3.2 times within the first 20 s of a benchmark), at the cost of a few more
+# parts per partition. Applied on every start (ALTER ... MODIFY SETTING is idempotent) and only
+# to chDB: a ClickHouse server's merges are its operator's to tune.
+EMBEDDED_MERGE_SETTINGS = {"merge_selector_base": 20}
+
+
+def embedded_tuning_statements() -> tuple[str, ...]:
+    assignments = ", ".join(f"{name} = {value}" for name, value in EMBEDDED_MERGE_SETTINGS.items())
+    return tuple(f"ALTER TABLE {table} MODIFY SETTING {assignments}" for table in TENANT_TABLES)
+
+
 def migrations_table_statement(layout: Layout = PLAIN) -> str:
     """The table that records applied versions; in a cluster one copy on every server."""
     engine = layout.replicated_engine(MIGRATIONS_TABLE, one_shard=True) if layout.cluster else "MergeTree"

@@ -11,7 +11,7 @@ from storage.batcher import Batcher
 from storage.clickhouse import StorageUnavailable, Store
 from storage.flatten.traces import flatten_traces
 from storage.reader import TenantReader
-from storage.schema import TELEMETRY_TABLES
+from storage.schema import EMBEDDED_MERGE_SETTINGS, TELEMETRY_TABLES, TENANT_TABLES
 from tests import otlp_requests
 
 
@@ -31,6 +31,21 @@ def test_migrations_are_recorded_and_idempotent(store):
     assert store.migrate() == []
     versions = sorted(v for (v,) in store.query("SELECT version FROM gateway_schema_migrations").result_rows)
     assert versions == [1, 2]
+
+
+def test_embedded_tables_carry_the_merge_tuning(store):
+    """chDB's merges share the gateway's CPU: every tenant table gets the embedded merge
+    settings, also when migrate runs again on an existing data directory."""
+    assert store.embedded
+    store.migrate()
+    rows = store.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+        {"names": list(TENANT_TABLES)},
+    ).result_rows
+    assert sorted(name for name, _ in rows) == sorted(TENANT_TABLES)
+    for name, engine in rows:
+        for setting, value in EMBEDDED_MERGE_SETTINGS.items():
+            assert f"{setting} = {value}" in engine, (name, engine)
 
 
 def _batch(tenant_id: str, spans: int = 10):
