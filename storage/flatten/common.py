@@ -91,7 +91,9 @@ def any_value_str(value) -> str:
 
 
 def attributes(key_values) -> dict[str, str]:
-    return {kv.key: any_value_str(kv.value) for kv in key_values}
+    # [:]: iterating a protobuf (upb) repeated field directly ends in an IndexError raised and
+    # caught inside Python; a slice is a plain list (storage/flatten/raw.py says more).
+    return {kv.key: any_value_str(kv.value) for kv in key_values[:]}
 
 
 def valid_id(raw: bytes, size: int, *, optional: bool) -> bool:

@@ -47,7 +47,7 @@ def flatten_logs(request, *, tenant_id: str, retention_days: int) -> Flattened:
         for scope_logs in resource_logs.scope_logs:
             scope = scope_logs.scope
             sattrs = attributes(scope.attributes)
-            for record in scope_logs.log_records:
+            for record in scope_logs.log_records[:]:  # a list; see common.attributes
                 problem = _record_problem(record)
                 if problem:
                     rejections.add(problem)

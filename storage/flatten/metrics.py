@@ -59,21 +59,21 @@ def _specific(kind: str, metric_body, point) -> tuple:
         return (_number(point), point.flags, metric_body.aggregation_temporality, metric_body.is_monotonic)
     if kind == "histogram":
         return (
-            point.count, point.sum, list(point.bucket_counts), list(point.explicit_bounds), point.flags,
+            point.count, point.sum, point.bucket_counts[:], point.explicit_bounds[:], point.flags,
             point.min, point.max, metric_body.aggregation_temporality,
         )
     if kind == "exponential_histogram":
         return (
             point.count, point.sum, point.scale, point.zero_count, point.positive.offset,
-            list(point.positive.bucket_counts), point.negative.offset, list(point.negative.bucket_counts),
+            point.positive.bucket_counts[:], point.negative.offset, point.negative.bucket_counts[:],
             point.flags, point.min, point.max, metric_body.aggregation_temporality,
         )
-    quantiles = point.quantile_values
+    quantiles = point.quantile_values[:]  # a list; see common.attributes
     return (point.count, point.sum, [q.quantile for q in quantiles], [q.value for q in quantiles], point.flags)
 
 
 def _exemplars(point) -> tuple[list, list, list, list, list]:
-    exemplars = point.exemplars
+    exemplars = point.exemplars[:]  # a list; see common.attributes
     return (
         [attributes(e.filtered_attributes) for e in exemplars],
         [e.time_unix_nano for e in exemplars],
@@ -124,7 +124,7 @@ def flatten_metrics(request, *, tenant_id: str, retention_days: int) -> Flattene
                 if cols is None:
                     cols = tables[table] = [[] for _ in column_names(table)]
                 metric_head = head + (metric.name, metric.description, metric.unit)
-                for point in body.data_points:
+                for point in body.data_points[:]:
                     problem = _point_problem(metric, point)
                     if problem:
                         rejections.add(problem)

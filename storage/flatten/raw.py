@@ -115,5 +115,7 @@ _pair = _cache.__getitem__
 
 def raw_attributes(raw_key_values) -> dict[str, str]:
     """What `common.attributes` makes of the same `KeyValue`s (a later duplicate key wins, in
-    the first one's place), from their bytes."""
-    return dict(map(_pair, raw_key_values))
+    the first one's place), from their bytes. `[:]`: protobuf's (upb) repeated fields have no
+    iterator of their own, so iterating one directly ends in an IndexError raised and caught
+    inside Python (~1,800 instructions, a tenth of flattening a span); a slice is a list."""
+    return dict(map(_pair, raw_key_values[:]))

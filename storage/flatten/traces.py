@@ -63,7 +63,7 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             sname, sversion = scope.name, scope.version
-            for span in scope_spans.spans:
+            for span in scope_spans.spans[:]:
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
                 if (
@@ -75,7 +75,7 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened
                 events, links = span.events, span.links
                 if events:
                     e_ts, e_name, e_attrs = [], [], []
-                    for event in events:
+                    for event in events[:]:  # a list: see raw_attributes
                         e_ts.append(event.time_unix_nano)
                         e_name.append(event.name)
                         e_attrs.append(raw_attributes(event.attributes))
@@ -87,7 +87,7 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened
                     events = ((), (), ())
                 if links:
                     l_trace, l_span, l_state, l_attrs = [], [], [], []
-                    for link in links:
+                    for link in links[:]:
                         l_trace.append(link.trace_id)
                         l_span.append(link.span_id)
                         l_state.append(link.trace_state)
