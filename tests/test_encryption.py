@@ -143,3 +143,33 @@ def test_secrets_never_reach_the_logs(http_url, tenant, caplog):
         assert secret not in logged
     audit_text = str(list(AuditEvent.objects.values()))
     assert tenant.key not in audit_text
+
+
+def test_protect_replaces_only_the_rows_it_encrypts(tenant):
+    """Rows without a sensitive key keep their very objects (no copy per request); the one
+    event map with a sensitive key is sealed; with no sensitive keys nothing is touched."""
+    from storage.flatten.traces import flatten_traces
+    from tenants.encryption import sensitive_keys
+    from tenants.protect import protect
+
+    request = otlp_requests.traces_request(3)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    for span, value in zip(spans, ("db.statement", "cache.key", "cache.key")):
+        span.events.add(name="e", time_unix_nano=otlp_requests.NOW_NS).attributes.append(
+            otlp_requests.kv(value, "SELECT 1"))
+    tenant_id = str(tenant.tenant.id)
+    batches = flatten_traces(request, tenant_id=tenant_id, retention_days=7).batches
+    columns = dict(zip(batches[0].column_names, batches[0].columns))
+    events, span_maps, resources = (list(columns[name]) for name in ("Events.Attributes", "SpanAttributes",
+                                                                     "ResourceAttributes"))
+
+    assert protect(batches, ring=key_ring(tenant_id), sensitive=frozenset()) == 0
+    assert all(a is b for a, b in zip(columns["Events.Attributes"], events))
+
+    assert protect(batches, ring=key_ring(tenant_id), sensitive=sensitive_keys(())) == 1
+    sealed = columns["Events.Attributes"]
+    assert isinstance(sealed[0], tuple) and sealed[0][0]["db.statement"] != "SELECT 1"
+    assert key_ring(tenant_id).decrypt("db.statement", sealed[0][0]["db.statement"]) == "SELECT 1"
+    assert sealed[1] is events[1] and sealed[2] is events[2]
+    assert all(a is b for a, b in zip(columns["SpanAttributes"], span_maps))
+    assert all(a is b for a, b in zip(columns["ResourceAttributes"], resources))
