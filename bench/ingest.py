@@ -4,8 +4,8 @@ and compares the end-to-end rate with in-process floors (protobuf parse; + flatt
 
     ./dev bench [--duration 15] [--clients 1] [--concurrency 8] [--out results.md|.json]
 
-Figures: spans/s, request latency p50/p99, the gunicorn worker's CPU and peak RSS (VmHWM,
-cumulative over the run), how many spans each otel_traces INSERT carried and the share of the
+Figures: spans/s, request latency p50/p99, the gateway's CPU and peak RSS (VmHWM, cumulative
+over the run; the gunicorn worker and its prepare worker processes, summed), how many spans each otel_traces INSERT carried and the share of the
 run the writer spent in INSERTs (from the gateway's /metrics), and a gRPC run paced at half the
 measured maximum. `--py-spy FILE`
 records the worker during the gRPC maximum-throughput run (raw collapsed stacks; summarise
@@ -81,16 +81,35 @@ class Gateway:
             raise RuntimeError(f"expected one gunicorn worker under pid {self.process.pid}, found {workers}")
         self.worker = workers[0]
 
+    def processes(self) -> list[int]:
+        """The worker and the processes it started (prepare workers): what serves requests."""
+        found, frontier = [self.worker], [self.worker]
+        while frontier:
+            parents = set(frontier)
+            frontier = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) in parents]
+            found += frontier
+        return found
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.worker}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
+        total = 0.0
+        for pid in self.processes():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
+        return total
 
     def rss_mb(self, field: str = "VmHWM") -> float:
-        """The worker's peak (VmHWM) or current (VmRSS) resident set."""
-        for line in Path(f"/proc/{self.worker}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The peak (VmHWM) or current (VmRSS) resident sets of the worker and its processes, summed."""
+        total = 0.0
+        for pid in self.processes():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except FileNotFoundError:
+                continue
+            total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith(field + ":")), 0.0)
+        return total
 
     def writer_counters(self, table: str = "otel_traces") -> dict[str, float]:
         """The batcher's INSERT count, seconds and rows for `table` so far, from /metrics."""
@@ -309,8 +328,8 @@ def floors(payloads: list[bytes], spans: int, seconds: float, runs: tuple[str, .
 
 # --- report -----------------------------------------------------------------------------------
 def table(floors: list[dict], runs: list[dict], parse_rate: float) -> str:
-    lines = ["| run | spans/s | vs parse-only | p50 ms | p99 ms | max ms | errors | worker CPU | client CPU | machine busy "
-             f"(of {os.cpu_count()}) | worker peak RSS MB | spans per INSERT | writer busy |",
+    lines = ["| run | spans/s | vs parse-only | p50 ms | p99 ms | max ms | errors | gateway CPU | client CPU | machine busy "
+             f"(of {os.cpu_count()}) | gateway peak RSS MB | spans per INSERT | writer busy |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in floors:
         lines.append(f"| {f['run']} (in-process, 1 thread) | {f['spans_per_s']:,.0f} | {f['spans_per_s'] / parse_rate:.1%} "
@@ -360,7 +379,7 @@ def main() -> int:
     try:
         gateway.start()
         idle_rss = gateway.rss_mb("VmRSS")
-        print(f"gateway pid {gateway.process.pid}, worker pid {gateway.worker} ({idle_rss:.0f} MB RSS idle), "
+        print(f"gateway pid {gateway.process.pid}, worker pid {gateway.worker} (with its {len(gateway.processes()) - 1} processes {idle_rss:.0f} MB RSS idle), "
               f"data {gateway.data_dir} (removed at the end unless --keep)")
         for transport in args.transports.split(","):
             spy = start_py_spy(gateway.worker, args) if transport == "grpc" and args.py_spy else None
@@ -390,7 +409,8 @@ def main() -> int:
         f"x {args.concurrency} in flight; {args.duration:g} s per run at max, {args.paced_duration:g} s paced\n",
         table(floor, runs, parse_rate),
         f'\n"vs parse-only" is against {parse_rate:,.0f} spans/s, the mean of the two parse-only floors; '
-        f"machine busy during the floors {floors_busy:.2f} cores; worker RSS idle after start {idle_rss:.0f} MB; "
+        f"machine busy during the floors {floors_busy:.2f} cores; gateway RSS idle after start {idle_rss:.0f} MB "
+        "(gateway: the gunicorn worker and its prepare processes, summed); "
         f"spans acknowledged {acked:,}, stored {stored:,}"])
     print(report)
     if args.out:

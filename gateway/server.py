@@ -32,7 +32,7 @@ def _worker_exit(server, worker) -> None:
         grpc_server.stop(grace=5).wait(10)
     pipeline = runtime.install_pipeline(None)
     if pipeline is not None:
-        pipeline.batcher.stop()  # stores what is queued before the process ends
+        pipeline.stop()  # stores what is queued before the process ends
         pipeline.batcher.store.close()
 
 

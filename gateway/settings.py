@@ -243,6 +243,13 @@ GATEWAY_CLICKHOUSE_URL = os.environ.get(
 GATEWAY_BATCH_MAX_ROWS = env_int("GATEWAY_BATCH_MAX_ROWS", 50_000)
 GATEWAY_BATCH_LINGER_MS = env_int("GATEWAY_BATCH_LINGER_MS", 2)
 GATEWAY_STORE_TIMEOUT_SECONDS = env_int("GATEWAY_STORE_TIMEOUT_SECONDS", 30)
+# Worker processes that flatten, protect and encode requests (gateway.otlp.prepare), so that
+# Python work is not bound to one GIL. Unset: one per CPU available in the embedded mode, where
+# one process serves everything; none with a ClickHouse server, where you run several serving
+# processes instead. 0: in the request's own thread.
+GATEWAY_PREPARE_PROCESSES = (
+    env_int("GATEWAY_PREPARE_PROCESSES", 0) if os.environ.get("GATEWAY_PREPARE_PROCESSES", "") != "" else None
+)
 # Days a tenant's telemetry is kept when its plan says nothing else.
 GATEWAY_DEFAULT_RETENTION_DAYS = env_int("GATEWAY_DEFAULT_RETENTION_DAYS", 30)
 # A ClickHouse cluster (a remote_servers name, or the `{cluster}` macro): telemetry tables are

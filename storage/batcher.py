@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Block:
-    """One TableBatch, encoded."""
+class EncodedBlock:
+    """One TableBatch, encoded (ClickHouse Native)."""
 
     table: str
     column_names: tuple[str, ...]
@@ -33,7 +33,7 @@ class _Block:
 
 @dataclass
 class _Pending:
-    blocks: list[_Block]
+    blocks: list[EncodedBlock]
     done: threading.Event = field(default_factory=threading.Event)
     error: StorageUnavailable | None = None
 
@@ -105,7 +105,16 @@ class Batcher:
             return
         if self._thread is None or not self._thread.is_alive():
             raise StorageUnavailable("the storage writer is not running")
-        pending = _Pending(self._encode(batches))
+        self.write_encoded(self.encode(batches), timeout=timeout)
+
+    def write_encoded(self, blocks: list[EncodedBlock], *, timeout: float) -> None:
+        """`write` for rows already encoded (`encode`, or gateway.otlp.prepare in a worker
+        process): returns only once they are in ClickHouse. Raises StorageUnavailable."""
+        if not blocks:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            raise StorageUnavailable("the storage writer is not running")
+        pending = _Pending(blocks)
         self._queue.put(pending)
         self.observer.queue_depth(self._queue.qsize())
         if not pending.done.wait(timeout):
@@ -118,17 +127,17 @@ class Batcher:
         refused requests: nobody is waiting for an answer about them)."""
         if batches and self._thread is not None and self._thread.is_alive():
             try:
-                blocks = self._encode(batches)
+                blocks = self.encode(batches)
             except StorageUnavailable as exc:
                 log.error("storing a request failed: %s", exc)
                 return
             self._queue.put(_Pending(blocks))
 
-    def _encode(self, batches: list[TableBatch]) -> list[_Block]:
+    def encode(self, batches: list[TableBatch]) -> list[EncodedBlock]:
         started = time.perf_counter()
         try:
             return [
-                _Block(batch.table, tuple(batch.column_names), batch.rows,
+                EncodedBlock(batch.table, tuple(batch.column_names), batch.rows,
                        self.store.encode(batch.table, batch.column_names, batch.columns))
                 for batch in batches
             ]
@@ -167,7 +176,7 @@ class Batcher:
 
     def _flush(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
-        by_table: dict[tuple[str, tuple[str, ...]], list[tuple[_Pending, _Block]]] = {}
+        by_table: dict[tuple[str, tuple[str, ...]], list[tuple[_Pending, EncodedBlock]]] = {}
         for pending in group:
             for block in pending.blocks:
                 by_table.setdefault((block.table, block.column_names), []).append((pending, block))
@@ -191,7 +200,7 @@ class Batcher:
                 log.error("storing a request failed: %s", pending.error)
             pending.done.set()
 
-    def _insert(self, blocks: list[_Block]) -> None:
+    def _insert(self, blocks: list[EncodedBlock]) -> None:
         first = blocks[0]
         rows, started, ok = sum(block.rows for block in blocks), time.perf_counter(), False
         try:

@@ -46,6 +46,24 @@ def describe_url(url: str) -> str:
     return url
 
 
+def encode_native(table: str, column_names: Sequence[str], types: Sequence, server_tz, columns: Sequence[list]) -> bytes:
+    """Columns as a ClickHouse Native block (clickhouse-connect's own encoder), given the
+    columns' types. Raises StorageUnavailable for rows the types cannot hold."""
+    try:
+        context = InsertContext(table, list(column_names), list(types), data=columns, column_oriented=True,
+                                server_tz=server_tz)
+        chunks = list(NativeTransform.build_insert(context))
+    except Exception as exc:
+        raise StorageUnavailable(f"rows for {table} cannot be encoded: {exc}") from exc
+    if context.insert_exception is not None:
+        exc = context.insert_exception
+        raise StorageUnavailable(f"rows for {table} cannot be encoded: {exc}") from exc
+    if chunks:
+        # The first chunk starts with the INSERT statement line an HTTP request body carries.
+        chunks[0] = chunks[0][chunks[0].index(b"\n") + 1:]
+    return b"".join(chunks)
+
+
 class Store:
     """A lazily connected clickhouse-connect client for one URL; with `cluster`, the telemetry
     tables are Distributed tables over a ClickHouse cluster (see storage.schema.Layout)."""
@@ -65,6 +83,7 @@ class Store:
         self._client = None
         self._connect_lock = threading.Lock()
         self._column_types: dict[tuple[str, tuple[str, ...]], list] = {}
+        self._type_names: dict[str, dict[str, str]] = {}
 
     def _get_client(self):
         if self._client is None:
@@ -85,6 +104,7 @@ class Store:
                 self._client.close()
                 self._client = None
                 self._column_types.clear()
+                self._type_names.clear()
 
     def command(self, sql: str) -> None:
         """DDL and maintenance statements."""
@@ -101,18 +121,30 @@ class Store:
         """Columns as a ClickHouse Native block for `insert_native`. Safe to call from any thread;
         only the first call for a table asks the server for its column types."""
         types, server_tz = self._types(table, column_names)
-        try:
-            context = InsertContext(table, list(column_names), types, data=columns, column_oriented=True, server_tz=server_tz)
-            chunks = list(NativeTransform.build_insert(context))
-        except Exception as exc:
-            raise StorageUnavailable(f"rows for {table} cannot be encoded: {exc}") from exc
-        if context.insert_exception is not None:
-            exc = context.insert_exception
-            raise StorageUnavailable(f"rows for {table} cannot be encoded: {exc}") from exc
-        if chunks:
-            # The first chunk starts with the INSERT statement line an HTTP request body carries.
-            chunks[0] = chunks[0][chunks[0].index(b"\n") + 1:]
-        return b"".join(chunks)
+        return encode_native(table, column_names, types, server_tz, columns)
+
+    def type_names(self, tables: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Every column's ClickHouse type name, by table: what `encode_native` needs, in a form
+        another process can take (gateway.otlp.prepare encodes rows in worker processes)."""
+        names = {}
+        for table in tables:
+            cached = self._type_names.get(table)
+            if cached is None:
+                try:
+                    context = self._get_client().create_insert_context(table)
+                except StorageUnavailable:
+                    raise
+                except Exception as exc:
+                    raise StorageUnavailable(f"cannot read the column types of {table}: {exc}") from exc
+                cached = self._type_names[table] = {
+                    name: column_type.name for name, column_type in zip(context.column_names, context.column_types)
+                }
+            names[table] = cached
+        return names
+
+    @property
+    def server_tz(self):
+        return self._get_client().server_tz
 
     def insert_native(self, table: str, column_names: Sequence[str], blocks: Sequence[bytes]) -> None:
         """One INSERT of Native blocks from `encode` (same table and columns). Raises
@@ -130,6 +162,7 @@ class Store:
             raise
         except Exception as exc:
             self._column_types.pop((table, tuple(column_names)), None)  # read them afresh next time
+            self._type_names.pop(table, None)
             raise StorageUnavailable(f"insert into {table} failed: {exc}") from exc
 
     def _types(self, table: str, column_names: Sequence[str]) -> tuple[list, Any]:

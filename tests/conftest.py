@@ -37,7 +37,7 @@ def pipeline(store):
     pipeline = runtime.build_pipeline(store=store, migrate=False)
     previous = runtime.install_pipeline(pipeline)
     yield pipeline
-    pipeline.batcher.stop()
+    pipeline.stop()
     runtime.install_pipeline(previous)
 
 

@@ -208,7 +208,7 @@ def storage_down(pipeline):
     previous = runtime.install_pipeline(dead)
     yield
     runtime.install_pipeline(previous)
-    dead.batcher.stop()
+    dead.stop()
 
 
 def test_storage_unavailable(tenant, http_url, grpc_channel, storage_down):

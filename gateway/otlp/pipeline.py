@@ -1,5 +1,6 @@
 """The one ingestion pipeline both transports call:
-authenticate -> decode -> admit -> flatten -> protect -> store -> reply,
+authenticate -> decode -> admit -> flatten -> protect -> encode -> store -> reply (flatten to
+encode in worker processes when there are any: gateway.otlp.prepare),
 with every request's outcome metered in the usage table."""
 from __future__ import annotations
 
@@ -8,19 +9,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from django.db import DatabaseError, close_old_connections
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from billing.admission import Admission
 from billing.metering import usage_batch
 from billing.outcomes import Outcome, Signal
 from gateway.otlp import decode
 from gateway.otlp.errors import IngestError, Reason
+from gateway.otlp.prepare import PreparePool, prepare
 from storage.batcher import Batcher
 from storage.clickhouse import StorageUnavailable
-from storage.flatten import FLATTENERS
 from tenants.authentication import Principal, authenticate
 from tenants.encryption import key_ring, sensitive_keys
-from tenants.protect import protect
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,18 @@ class PipelineConfig:
 
 
 class Pipeline:
-    def __init__(self, batcher: Batcher, config: PipelineConfig, admission: Admission | None = None):
+    def __init__(self, batcher: Batcher, config: PipelineConfig, admission: Admission | None = None,
+                 workers: PreparePool | None = None):
         self.batcher = batcher
         self.config = config
         self.admission = admission
+        self.workers = workers  # None: flatten, protect and encode in the request's thread
+
+    def stop(self) -> None:
+        """Store what is queued and stop the writer and the prepare workers."""
+        if self.workers is not None:
+            self.workers.stop()
+        self.batcher.stop()
 
     def run(
         self,
@@ -80,7 +88,9 @@ class Pipeline:
             items = decode.item_count(signal, request)
             if self.admission is not None:
                 self.admission.admit(principal, signal, items=items, body_bytes=len(body))
-            return self._store(principal, signal, request, items=items, body_bytes=len(body))
+            # The protobuf bytes go to a prepare worker as they came; JSON is sent as protobuf.
+            protobuf = data if encoding is decode.Encoding.PROTOBUF else None
+            return self._store(principal, signal, request, protobuf, items=items, body_bytes=len(body))
         except IngestError as exc:
             exc.principal = principal
             tenant_id = principal.tenant_id if principal else exc.tenant_id
@@ -88,32 +98,36 @@ class Pipeline:
                                                   items=items, items_accepted=0, body_bytes=len(body))])
             raise
 
-    def _store(self, principal: Principal, signal: Signal, request: Message, *, items: int,
-               body_bytes: int) -> ExportResult:
+    def _store(self, principal: Principal, signal: Signal, request: Message, protobuf: bytes | None, *,
+               items: int, body_bytes: int) -> ExportResult:
+        ring, sensitive = key_ring(principal.tenant_id), sensitive_keys(principal.sensitive_attribute_keys)
+        timeout = self.config.store_timeout_seconds
         try:
-            flattened = FLATTENERS[signal](
-                request, tenant_id=principal.tenant_id, retention_days=principal.retention_days
-            )
-        except (UnicodeDecodeError, DecodeError) as exc:
-            raise decode.undecodable_attribute(signal, exc) from exc
-        protect(flattened.batches, ring=key_ring(principal.tenant_id),
-                sensitive=sensitive_keys(principal.sensitive_attribute_keys))
-        outcome = Outcome.PARTIALLY_ACCEPTED if flattened.rejected else Outcome.ACCEPTED
-        usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
-                            items_accepted=flattened.accepted, body_bytes=body_bytes)
-        try:
+            if self.workers is not None:
+                prepared = self.workers.prepare(
+                    signal, request.SerializeToString() if protobuf is None else protobuf,
+                    tenant_id=principal.tenant_id, retention_days=principal.retention_days, ring=ring,
+                    sensitive=sensitive, timeout=timeout,
+                )
+            else:
+                prepared = prepare(signal, request, tenant_id=principal.tenant_id,
+                                   retention_days=principal.retention_days, ring=ring, sensitive=sensitive,
+                                   encode=self.batcher.encode)
+            outcome = Outcome.PARTIALLY_ACCEPTED if prepared.rejected else Outcome.ACCEPTED
+            usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
+                                items_accepted=prepared.accepted, body_bytes=body_bytes)
             # The usage row travels with the data, so accepted usage matches the stored rows.
-            self.batcher.write([*flattened.batches, usage], timeout=self.config.store_timeout_seconds)
+            self.batcher.write_encoded([*prepared.blocks, *self.batcher.encode([usage])], timeout=timeout)
         except StorageUnavailable as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
             raise IngestError(Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE,
                               retry_after_seconds=self.config.retry_after_seconds) from exc
         response = decode.RESPONSE_TYPES[signal]()
-        if flattened.rejected:
+        if prepared.rejected:
             partial = response.partial_success
-            setattr(partial, _PARTIAL_FIELD[signal], flattened.rejected)
-            partial.error_message = f"{flattened.rejected} {signal} item(s) rejected: {flattened.rejection_message}"
-        return ExportResult(principal, signal, outcome, flattened.accepted, flattened.rejected, response)
+            setattr(partial, _PARTIAL_FIELD[signal], prepared.rejected)
+            partial.error_message = f"{prepared.rejected} {signal} item(s) rejected: {prepared.rejection_message}"
+        return ExportResult(principal, signal, outcome, prepared.accepted, prepared.rejected, response)
 
     def authenticate(self, api_key: str | None, signal: Signal, *,
                      client_cert_sha256: str | None = None) -> Principal:

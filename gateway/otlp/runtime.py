@@ -13,6 +13,7 @@ from django.conf import settings
 
 from gateway.metrics import BatcherMetrics
 from gateway.otlp.pipeline import Pipeline, PipelineConfig
+from gateway.otlp.prepare import PreparePool
 from storage.batcher import Batcher
 from billing.admission import Admission
 from storage.clickhouse import StorageUnavailable, Store
@@ -41,7 +42,25 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         store_timeout_seconds=settings.GATEWAY_STORE_TIMEOUT_SECONDS,
         retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
     )
-    return Pipeline(batcher, config, Admission(stored_bytes=lambda tenant_id: _stored_bytes(store, tenant_id)))
+    workers = None
+    processes = prepare_processes(store)
+    if processes:
+        workers = PreparePool(processes, type_names=store.type_names, server_tz=lambda: store.server_tz)
+        workers.start()
+    return Pipeline(batcher, config, Admission(stored_bytes=lambda tenant_id: _stored_bytes(store, tenant_id)),
+                    workers=workers)
+
+
+def prepare_processes(store: Store) -> int:
+    """GATEWAY_PREPARE_PROCESSES, or when unset: one per available CPU in the embedded mode,
+    none (prepare in the request's thread) with a ClickHouse server."""
+    if settings.GATEWAY_PREPARE_PROCESSES is not None:
+        return max(0, settings.GATEWAY_PREPARE_PROCESSES)
+    if not store.embedded:
+        return 0
+    from gateway.http_server import available_cpus
+
+    return available_cpus()
 
 
 def _stored_bytes(store: Store, tenant_id: str) -> int:

@@ -41,7 +41,7 @@ class Command(BaseCommand):
         self.stdout.write("otlp-gateway gRPC: stopping")
         server.stop(grace=STOP_GRACE_SECONDS).wait(STOP_GRACE_SECONDS + 5)
         runtime.install_pipeline(None)
-        pipeline.batcher.stop()  # stores what is queued before the process ends
+        pipeline.stop()  # stores what is queued before the process ends
         pipeline.batcher.store.close()
         if metrics_server is not None:
             metrics_server.shutdown()

@@ -1,0 +1,217 @@
+"""The pipeline's CPU-heavy middle, flatten -> protect -> encode, in the request's thread or in
+worker processes.
+
+Flattening a 1000-span request and encoding its rows is ~15 ms of Python that holds the GIL.
+In one process, every request thread, the gRPC and HTTP servers and the batcher take turns on
+that one GIL, so the gateway cannot use more than about one core for Python however many it
+has (the benchmark showed a 2-core machine a quarter idle with the GIL held 85% of the time).
+`PreparePool` runs that step in worker processes instead, each with its own GIL.
+
+The process that owns the pipeline keeps everything that needs shared state or storage:
+authentication, admission, metering and the INSERT (in the embedded mode only it may open chDB).
+A worker gets what one request needs and nothing more: the request's protobuf bytes, the
+tenant's id, retention, sensitive keys and usable data keys, and the column types; it returns
+the encoded blocks and the counts. It never opens the database or ClickHouse.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import CancelledError, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from google.protobuf.message import DecodeError, Message
+
+from billing.outcomes import Signal
+from gateway.otlp import decode
+from gateway.otlp.errors import IngestError, Reason
+from gateway.otlp.worker import init_worker
+from storage.batcher import EncodedBlock
+from storage.clickhouse import StorageUnavailable, encode_native
+from storage.flatten import FLATTENERS, TABLES, TableBatch
+from tenants.encryption import KeyRing
+from tenants.protect import protect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    accepted: int
+    rejected: int
+    rejection_message: str
+    blocks: list[EncodedBlock]
+
+
+def prepare(
+    signal: Signal, request: Message, *, tenant_id: str, retention_days: int, ring: KeyRing,
+    sensitive: frozenset[str], encode: Callable[[list[TableBatch]], list[EncodedBlock]],
+) -> Prepared:
+    """flatten -> protect -> encode one parsed request. Raises IngestError for an attribute that
+    cannot be read, StorageUnavailable for rows the column types cannot hold."""
+    try:
+        flattened = FLATTENERS[signal](request, tenant_id=tenant_id, retention_days=retention_days)
+    except (UnicodeDecodeError, DecodeError) as exc:
+        raise decode.undecodable_attribute(signal, exc) from exc
+    protect(flattened.batches, ring=ring, sensitive=sensitive)
+    return Prepared(flattened.accepted, flattened.rejected, flattened.rejection_message, encode(flattened.batches))
+
+
+@dataclass(frozen=True)
+class _Job:
+    signal: Signal
+    data: bytes  # the request as protobuf
+    tenant_id: str
+    retention_days: int
+    sensitive: frozenset[str]
+    data_keys: dict[int, bytes]  # the tenant's usable data keys, by version (KeyRing)
+    types: dict[str, dict[str, str]]  # table -> column -> ClickHouse type name
+    server_tz: Any
+
+
+# --- in a worker process ------------------------------------------------------------------------
+_rings: dict[tuple[str, tuple[tuple[int, bytes], ...]], KeyRing] = {}
+
+
+def _ring(tenant_id: str, data_keys: dict[int, bytes]) -> KeyRing:
+    key = (tenant_id, tuple(sorted(data_keys.items())))
+    ring = _rings.get(key)
+    if ring is None:
+        if len(_rings) > 1024:
+            _rings.clear()
+        ring = _rings[key] = KeyRing(tenant_id, dict(data_keys))
+    return ring
+
+
+def _encoder(types: dict[str, dict[str, str]], server_tz) -> Callable[[list[TableBatch]], list[EncodedBlock]]:
+    from clickhouse_connect.datatypes.registry import get_from_name
+
+    def encode(batches: list[TableBatch]) -> list[EncodedBlock]:
+        blocks = []
+        for batch in batches:
+            try:
+                column_types = [get_from_name(types[batch.table][name]) for name in batch.column_names]
+            except KeyError as exc:
+                raise StorageUnavailable(f"rows for {batch.table} cannot be encoded: no column {exc}") from exc
+            data = encode_native(batch.table, batch.column_names, column_types, server_tz, batch.columns)
+            blocks.append(EncodedBlock(batch.table, tuple(batch.column_names), batch.rows, data))
+        return blocks
+
+    return encode
+
+
+def _run(job: _Job) -> tuple:
+    """A job's outcome as plain data: ("ok", Prepared), or ("refused", reason name, message),
+    or ("unavailable", message)."""
+    try:
+        request = decode.parse(job.signal, job.data, decode.Encoding.PROTOBUF)
+        prepared = prepare(
+            job.signal, request, tenant_id=job.tenant_id, retention_days=job.retention_days,
+            ring=_ring(job.tenant_id, job.data_keys), sensitive=job.sensitive,
+            encode=_encoder(job.types, job.server_tz),
+        )
+    except IngestError as exc:
+        return ("refused", exc.reason.name, exc.message)
+    except StorageUnavailable as exc:
+        return ("unavailable", str(exc))
+    return ("ok", prepared)
+
+
+def _ready(pause: float) -> int:
+    time.sleep(pause)
+    return os.getpid()
+
+
+# --- in the owner ---------------------------------------------------------------------------------
+class PreparePool:
+    """Worker processes for `prepare`. A worker that dies (killed, out of memory) breaks the
+    pool: the request it had, and any that arrive meanwhile, are prepared in their own thread
+    while a new pool starts, so nothing is lost and no request fails for it."""
+
+    def __init__(self, processes: int, *, type_names: Callable[[tuple[str, ...]], dict], server_tz: Callable[[], Any]):
+        if processes < 1:
+            raise ValueError("a PreparePool needs at least one process")
+        self.processes = processes
+        self._type_names = type_names
+        self._server_tz = server_tz
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    def start(self) -> list[int]:
+        """Start the workers and wait until each has loaded; returns their pids."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = self._new_executor()
+            executor = self._executor
+        return self._warm(executor)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # spawn: a fork of this process would copy its gRPC, chDB and database threads' state.
+        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=init_worker)
+
+    def _warm(self, executor: ProcessPoolExecutor) -> list[int]:
+        # Until every worker has answered once: a worker that has loaded takes tasks while the
+        # others are still importing, so one round may not reach them all.
+        pids: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(pids) < self.processes and time.monotonic() < deadline:
+            round_ = [executor.submit(_ready, 0.05) for _ in range(self.processes)]
+            pids.update(future.result(timeout=120) for future in round_)
+        return sorted(pids)
+
+    def pids(self) -> list[int]:
+        executor = self._executor
+        if executor is None:
+            return []
+        return sorted(process.pid for process in (executor._processes or {}).values())
+
+    def stop(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def prepare(
+        self, signal: Signal, data: bytes, *, tenant_id: str, retention_days: int, ring: KeyRing,
+        sensitive: frozenset[str], timeout: float,
+    ) -> Prepared:
+        """`prepare` for a request given as protobuf bytes, in a worker process."""
+        data_keys = {} if ring.current is None else {ring.current: ring.keys[ring.current]}  # encrypts
+        job = _Job(signal, data, tenant_id, retention_days, sensitive, data_keys,
+                   self._type_names(TABLES[signal]), self._server_tz())
+        executor = self._executor
+        if executor is None:
+            raise StorageUnavailable("the gateway is shutting down; nothing was stored")
+        try:
+            outcome = executor.submit(_run, job).result(timeout)
+        except FutureTimeout as exc:
+            raise StorageUnavailable(f"preparing the rows did not finish within {timeout:g}s") from exc
+        except CancelledError as exc:
+            raise StorageUnavailable("the gateway is shutting down; nothing was stored") from exc
+        except (BrokenProcessPool, RuntimeError) as exc:
+            # RuntimeError: submit() on a pool that another thread has just shut down or replaced.
+            self._replace(executor, exc)
+            outcome = _run(job)
+        kind = outcome[0]
+        if kind == "ok":
+            return outcome[1]
+        if kind == "refused":
+            raise IngestError(Reason[outcome[1]], outcome[2])
+        raise StorageUnavailable(outcome[1])
+
+    def _replace(self, broken: ProcessPoolExecutor, exc: Exception) -> None:
+        with self._lock:
+            if self._executor is not broken:
+                return  # another request thread did it, or the pool is stopping
+            log.error("a prepare worker process stopped (%s); starting new ones", exc)
+            self._executor = self._new_executor()
+            self.restarts += 1
+        broken.shutdown(wait=False, cancel_futures=True)
