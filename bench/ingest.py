@@ -48,15 +48,17 @@ def free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, settings: dict[str, str] | None = None):
         self.data_dir, self.log = data_dir, data_dir / "serve.log"
         self.grpc_port, self.http_port = free_port(), free_port()
+        self.settings = settings or {}
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_"))}
         env.update(GATEWAY_DATA_DIR=str(self.data_dir), GATEWAY_HOST="127.0.0.1", PYTHONUNBUFFERED="1",
                    GATEWAY_GRPC_PORT=str(self.grpc_port), GATEWAY_HTTP_PORT=str(self.http_port),
                    DJANGO_SETTINGS_MODULE="gateway.settings")
+        env.update(self.settings)  # --set: the gateway's own environment, nothing else of ours
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.output = open(self.log, "w")
         self.process = subprocess.Popen([sys.executable, "manage.py", "serve"], cwd=ROOT, env=env,
@@ -353,6 +355,8 @@ def main() -> int:
     parser.add_argument("--no-half-load", action="store_true", help="skip the gRPC run paced at half the maximum")
     parser.add_argument("--paced-duration", type=float, default=30, help="seconds of the half-load run (~15 requests/s)")
     parser.add_argument("--floor-seconds", type=float, default=5)
+    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+                        help="a setting for the gateway (environment variable), e.g. GATEWAY_PREPARE_PROCESSES=1")
     parser.add_argument("--py-spy", metavar="FILE", help="record the worker with py-spy during the gRPC max run")
     parser.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples that hold the GIL")
     parser.add_argument("--out", metavar="FILE", help="write the results as .json, or markdown otherwise")
@@ -374,7 +378,7 @@ def main() -> int:
         stages = ", ".join(f"{k[:-3]} {v:.1f}" for k, v in f.items() if k.endswith("_ms") and k != "per_request_ms")
         print(f"  {f['run']}: {f['spans_per_s']:,.0f} spans/s ({stages} ms/request)")
 
-    gateway = Gateway(Path(tempfile.mkdtemp(prefix="otlpgw-bench-")) / "data")
+    gateway = Gateway(Path(tempfile.mkdtemp(prefix="otlpgw-bench-")) / "data", dict(args.set))
     runs, code, idle_rss = [], None, None
     try:
         gateway.start()
@@ -406,7 +410,8 @@ def main() -> int:
     print(f"\ngateway exit code {code}\n")
     report = "\n".join([
         f"{args.requests} distinct requests of {args.spans} spans ({size / 1024:.0f} KiB); {args.clients} client process(es) "
-        f"x {args.concurrency} in flight; {args.duration:g} s per run at max, {args.paced_duration:g} s paced\n",
+        f"x {args.concurrency} in flight; {args.duration:g} s per run at max, {args.paced_duration:g} s paced"
+        + "".join(f"; {name}={value}" for name, value in args.set) + "\n",
         table(floor, runs, parse_rate),
         f'\n"vs parse-only" is against {parse_rate:,.0f} spans/s, the mean of the two parse-only floors; '
         f"machine busy during the floors {floors_busy:.2f} cores; gateway RSS idle after start {idle_rss:.0f} MB "
