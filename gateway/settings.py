@@ -250,6 +250,10 @@ GATEWAY_STORE_TIMEOUT_SECONDS = env_int("GATEWAY_STORE_TIMEOUT_SECONDS", 30)
 GATEWAY_PREPARE_PROCESSES = (
     env_int("GATEWAY_PREPARE_PROCESSES", 0) if os.environ.get("GATEWAY_PREPARE_PROCESSES", "") != "" else None
 )
+# Embedded chDB: threads for its background merges. Unset: half the CPUs available (at least
+# one), so that merges, which run whenever parts are waiting, cannot take every core from the
+# requests being answered.
+GATEWAY_CHDB_MERGE_THREADS = env_int("GATEWAY_CHDB_MERGE_THREADS", 0) or None
 # Days a tenant's telemetry is kept when its plan says nothing else.
 GATEWAY_DEFAULT_RETENTION_DAYS = env_int("GATEWAY_DEFAULT_RETENTION_DAYS", 30)
 # A ClickHouse cluster (a remote_servers name, or the `{cluster}` macro): telemetry tables are

@@ -68,7 +68,9 @@ class Store:
     """A lazily connected clickhouse-connect client for one URL; with `cluster`, the telemetry
     tables are Distributed tables over a ClickHouse cluster (see storage.schema.Layout)."""
 
-    def __init__(self, url: str, *, cluster: str | None = None):
+    def __init__(self, url: str, *, cluster: str | None = None, merge_threads: int | None = None):
+        """`merge_threads`: embedded chDB only, the threads of its background merge pool
+        (chDB's default otherwise). A ClickHouse server's are its operator's."""
         scheme = urlparse(url).scheme
         if scheme not in {"chdb", "http", "https"}:
             raise ValueError(f"GATEWAY_CLICKHOUSE_URL must be chdb:///path or http(s)://..., got {describe_url(url)!r}")
@@ -76,6 +78,7 @@ class Store:
             raise ValueError("a ClickHouse cluster needs a ClickHouse server URL (http(s)://...), not embedded chDB")
         self.url = url
         self.embedded = scheme == "chdb"
+        self._engine_options = {"background_pool_size": merge_threads} if self.embedded and merge_threads else None
         self.layout = Layout(cluster or None)
         # A Distributed INSERT is acknowledged once the rows are on their shard, not when they
         # are only queued on the receiving server: the gateway answers only for stored rows.
@@ -90,6 +93,8 @@ class Store:
             with self._connect_lock:
                 if self._client is None:
                     kwargs: dict[str, Any] = {}
+                    if self._engine_options:
+                        kwargs = {"chdb_options": self._engine_options}
                     if not self.embedded:
                         kwargs = {"connect_timeout": 5, "send_receive_timeout": 30, "autogenerate_session_id": False}
                     try:

@@ -1,18 +1,26 @@
 """ClickHouse schema, migrations and the batcher, against the real embedded ClickHouse."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from gateway.http_server import available_cpus
 from storage.batcher import Batcher
 from storage.clickhouse import StorageUnavailable, Store
 from storage.flatten.traces import flatten_traces
 from storage.reader import TenantReader
 from storage.schema import EMBEDDED_MERGE_SETTINGS, TELEMETRY_TABLES, TENANT_TABLES
 from tests import otlp_requests
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_telemetry_table_is_partitioned_and_sorted_by_tenant_first(store):
@@ -31,6 +39,31 @@ def test_migrations_are_recorded_and_idempotent(store):
     assert store.migrate() == []
     versions = sorted(v for (v,) in store.query("SELECT version FROM gateway_schema_migrations").result_rows)
     assert versions == [1, 2]
+
+
+_MERGE_THREADS_SCRIPT = """
+import django, json
+django.setup()
+from gateway.otlp import runtime
+store = runtime.store_from_settings()
+rows = store.query("SELECT value FROM system.server_settings WHERE name = 'background_pool_size'").result_rows
+print(json.dumps([int(rows[0][0]), runtime.chdb_merge_threads()]))
+"""
+
+
+@pytest.mark.parametrize("setting", ["", "3"])
+def test_embedded_chdb_gets_its_merge_threads(tmp_path, setting):
+    """Half the CPUs (at least one) unless GATEWAY_CHDB_MERGE_THREADS says otherwise. In a new
+    process: chDB takes engine options only when a process first opens it."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway.settings", "GATEWAY_DATA_DIR": str(tmp_path),
+           "GATEWAY_CHDB_MERGE_THREADS": setting}
+    env.pop("GATEWAY_CLICKHOUSE_URL", None)
+    out = subprocess.run([sys.executable, "-c", _MERGE_THREADS_SCRIPT], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    applied, wanted = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = 3 if setting else max(1, available_cpus() // 2)
+    assert applied == wanted == expected
 
 
 def test_embedded_tables_carry_the_merge_tuning(store):

@@ -25,7 +25,7 @@ _pipeline: Pipeline | None = None
 
 def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -> Pipeline:
     """`migrate` None: as GATEWAY_MIGRATE_ON_START says (embedded chDB yes, a server no)."""
-    store = store or Store(settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER)
+    store = store or store_from_settings()
     if migrate is None:
         migrate = settings.GATEWAY_MIGRATE_ON_START
     if migrate:
@@ -49,6 +49,20 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         workers.start()
     return Pipeline(batcher, config, Admission(stored_bytes=lambda tenant_id: _stored_bytes(store, tenant_id)),
                     workers=workers)
+
+
+def store_from_settings() -> Store:
+    return Store(settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER,
+                 merge_threads=chdb_merge_threads())
+
+
+def chdb_merge_threads() -> int:
+    """GATEWAY_CHDB_MERGE_THREADS, or when unset half the available CPUs, at least one."""
+    if settings.GATEWAY_CHDB_MERGE_THREADS:
+        return max(1, settings.GATEWAY_CHDB_MERGE_THREADS)
+    from gateway.http_server import available_cpus
+
+    return max(1, available_cpus() // 2)
 
 
 def prepare_processes(store: Store) -> int:
