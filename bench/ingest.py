@@ -361,7 +361,9 @@ def main() -> int:
     parser.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples that hold the GIL")
     parser.add_argument("--out", metavar="FILE", help="write the results as .json, or markdown otherwise")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="keep the gateway's data directory and log")
+    parser.add_argument("--keep", action="store_true", help="keep the gateway's data directory and log (on ext4 without a journal, as on "
+                        "the benchmark VM, deleting it slows the file creation of a run started in the next "
+                        "few minutes: see docs/BENCHMARKS.md; remove kept directories between sessions)")
     args = parser.parse_args()
 
     rng = random.Random(args.seed)

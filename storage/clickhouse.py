@@ -16,6 +16,7 @@ from clickhouse_connect.driver.insert import InsertContext
 from clickhouse_connect.driver.transform import NativeTransform
 
 from storage.schema import (
+    EMBEDDED_INSERT_SETTINGS,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     TENANT_TABLES,
@@ -83,6 +84,8 @@ class Store:
         # A Distributed INSERT is acknowledged once the rows are on their shard, not when they
         # are only queued on the receiving server: the gateway answers only for stored rows.
         self._insert_settings = {"insert_distributed_sync": 1} if self.layout.cluster else None
+        if self.embedded:
+            self._insert_settings = dict(EMBEDDED_INSERT_SETTINGS)
         self._client = None
         self._connect_lock = threading.Lock()
         self._column_types: dict[tuple[str, tuple[str, ...]], list] = {}

@@ -66,6 +66,31 @@ def test_embedded_chdb_gets_its_merge_threads(tmp_path, setting):
     assert applied == wanted == expected
 
 
+def test_embedded_inserts_leave_skip_indexes_to_the_first_merge(store):
+    """A new part has no skip index data; the merge builds it, and queries find the same rows
+    before and after."""
+    tenant_id = str(uuid.uuid4())
+    flattened = flatten_traces(otlp_requests.traces_request(20), tenant_id=tenant_id, retention_days=1)
+    for _ in range(2):
+        store.insert("otel_traces", flattened.batches[0].column_names, flattened.batches[0].columns)
+    sql = ("SELECT count() FROM otel_traces WHERE TenantId = {tenant_id:String} AND SpanAttributes['i'] = '7' "
+           "AND TraceId = {trace_id:String}")
+    reader = TenantReader(store, tenant_id)
+    parameters = {"trace_id": otlp_requests.TRACE_ID.hex()}
+
+    def index_bytes() -> list[int]:
+        return [size for (size,) in store.dangerously_query_unscoped(
+            "SELECT secondary_indices_compressed_bytes FROM system.parts WHERE active AND table = 'otel_traces' "
+            "AND position(partition, {tenant_id:String}) > 0", {"tenant_id": tenant_id}, reason="test").result_rows]
+
+    assert index_bytes() == [0, 0]
+    assert reader.query(sql, parameters).result_rows == [(2,)]
+    store.command("OPTIMIZE TABLE otel_traces FINAL")
+    (merged,) = index_bytes()
+    assert merged > 0
+    assert reader.query(sql, parameters).result_rows == [(2,)]
+
+
 def test_embedded_tables_carry_the_merge_tuning(store):
     """chDB's merges share the gateway's CPU: every tenant table gets the embedded merge
     settings, also when migrate runs again on an existing data directory."""
