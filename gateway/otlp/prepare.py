@@ -10,8 +10,10 @@ has (the benchmark showed a 2-core machine a quarter idle with the GIL held 85% 
 The process that owns the pipeline keeps everything that needs shared state or storage:
 authentication, admission, metering and the INSERT (in the embedded mode only it may open chDB).
 A worker gets what one request needs and nothing more: the request's protobuf bytes, the
-tenant's id, retention, sensitive keys and usable data keys, and the column types; it returns
-the encoded blocks and the counts. It never opens the database or ClickHouse.
+tenant's id, retention, sensitive keys and the data key that encrypts (its current version),
+and the column types; it returns the encoded blocks and the counts. It never opens the database
+or ClickHouse. Workers are spawned, so they import the main module as multiprocessing does
+(`manage.py` keeps its entry point under `if __name__ == "__main__"`).
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ class _Job:
     tenant_id: str
     retention_days: int
     sensitive: frozenset[str]
-    data_keys: dict[int, bytes]  # the tenant's usable data keys, by version (KeyRing)
+    data_keys: dict[int, bytes]  # the tenant's current data key, {version: key}; empty if it has none
     types: dict[str, dict[str, str]]  # table -> column -> ClickHouse type name
     server_tz: Any
 
@@ -191,13 +193,17 @@ class PreparePool:
         if executor is None:
             raise StorageUnavailable("the gateway is shutting down; nothing was stored")
         try:
-            outcome = executor.submit(_run, job).result(timeout)
+            future = executor.submit(_run, job)
+        except RuntimeError as exc:  # broken, or shut down by another thread that replaced it
+            self._replace(executor, exc)
+            future = None
+        try:
+            outcome = future.result(timeout) if future is not None else _run(job)
         except FutureTimeout as exc:
             raise StorageUnavailable(f"preparing the rows did not finish within {timeout:g}s") from exc
         except CancelledError as exc:
             raise StorageUnavailable("the gateway is shutting down; nothing was stored") from exc
-        except (BrokenProcessPool, RuntimeError) as exc:
-            # RuntimeError: submit() on a pool that another thread has just shut down or replaced.
+        except BrokenProcessPool as exc:  # a worker died with this job or another in hand
             self._replace(executor, exc)
             outcome = _run(job)
         kind = outcome[0]
