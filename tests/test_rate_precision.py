@@ -68,11 +68,15 @@ def test_two_processes_share_one_item_rate(tmp_path, shared_redis):
         urls = [f"http://127.0.0.1:{one.http_port}", f"http://127.0.0.1:{two.http_port}"]
         accepted, refused, errors = [0, 0], [0], []
         lock = threading.Lock()
-        interval = SPANS_PER_REQUEST / (3 * LIMIT) * 4  # four senders together offer 3x the limit
+        # Eight senders together offer 3x the limit; each waits for its reply, so with fewer a
+        # few slow replies (two gateways, their workers and chDB share two cores) would leave
+        # the offered rate under the limit for a while.
+        senders = 8
+        interval = SPANS_PER_REQUEST / (3 * LIMIT) * senders
         start = time.monotonic()
 
         def sender(number: int) -> None:
-            next_at = start + number * interval / 4
+            next_at = start + number * interval / senders
             while next_at < start + DURATION:
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 which = number % 2
@@ -86,7 +90,7 @@ def test_two_processes_share_one_item_rate(tmp_path, shared_redis):
                         errors.append(status)
                 next_at += interval
 
-        threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
         for thread in threads:
             thread.start()
         for thread in threads:
