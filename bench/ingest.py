@@ -5,9 +5,9 @@ and compares the end-to-end rate with in-process floors (protobuf parse; + flatt
     ./dev bench [--duration 15] [--clients 1] [--concurrency 8] [--out results.md|.json]
 
 Figures: spans/s, request latency p50/p99, the gateway's CPU and peak RSS (VmHWM, cumulative
-over the run; the gunicorn worker and its prepare worker processes, summed), how many spans each otel_traces INSERT carried and the share of the
-run the writer spent in INSERTs (from the gateway's /metrics), and a gRPC run paced at half the
-measured maximum. `--py-spy FILE`
+over the run; the gunicorn worker and its prepare worker processes, summed), how many spans
+each otel_traces INSERT carried and the share of the run the writer spent in INSERTs (from
+the gateway's /metrics), and a gRPC run paced at half the measured maximum. `--py-spy FILE`
 records the worker during the gRPC maximum-throughput run (raw collapsed stacks; summarise
 them with bench/pyspy_top.py). Exits 1 on any failed request or if the spans acknowledged are
 not exactly the rows found in otel_traces after the gateway stopped. See docs/BENCHMARKS.md.
@@ -355,14 +355,15 @@ def main() -> int:
     parser.add_argument("--no-half-load", action="store_true", help="skip the gRPC run paced at half the maximum")
     parser.add_argument("--paced-duration", type=float, default=30, help="seconds of the half-load run (~15 requests/s)")
     parser.add_argument("--floor-seconds", type=float, default=5)
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
+                        type=lambda s: tuple(s.split("=", 1)),
                         help="a setting for the gateway (environment variable), e.g. GATEWAY_PREPARE_PROCESSES=1")
     parser.add_argument("--py-spy", metavar="FILE", help="record the worker with py-spy during the gRPC max run")
     parser.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples that hold the GIL")
     parser.add_argument("--out", metavar="FILE", help="write the results as .json, or markdown otherwise")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="keep the gateway's data directory and log (on ext4 without a journal, as on "
-                        "the benchmark VM, deleting it slows the file creation of a run started in the next "
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the gateway's data directory and log (on ext4 without a journal, as on the benchmark VM, deleting it slows the file creation of a run started in the next "
                         "few minutes: see docs/BENCHMARKS.md; remove kept directories between sessions)")
     args = parser.parse_args()
 
@@ -385,7 +386,8 @@ def main() -> int:
     try:
         gateway.start()
         idle_rss = gateway.rss_mb("VmRSS")
-        print(f"gateway pid {gateway.process.pid}, worker pid {gateway.worker} (with its {len(gateway.processes()) - 1} processes {idle_rss:.0f} MB RSS idle), "
+        print(f"gateway pid {gateway.process.pid}, worker pid {gateway.worker} "
+              f"(with its {len(gateway.processes()) - 1} processes {idle_rss:.0f} MB RSS idle), "
               f"data {gateway.data_dir} (removed at the end unless --keep)")
         for transport in args.transports.split(","):
             spy = start_py_spy(gateway.worker, args) if transport == "grpc" and args.py_spy else None
