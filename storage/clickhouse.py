@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import clickhouse_connect
+from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.compression import get_compressor
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.insert import InsertContext
@@ -65,6 +66,15 @@ def encode_native(table: str, column_names: Sequence[str], types: Sequence, serv
     return b"".join(chunks)
 
 
+def column_types(type_names: dict[str, dict[str, str]], table: str, column_names: Sequence[str]) -> list:
+    """The clickhouse-connect types of `column_names` of `table`, from `Store.type_names`."""
+    try:
+        names = type_names[table]
+        return [get_from_name(names[name]) for name in column_names]
+    except KeyError as exc:
+        raise StorageUnavailable(f"rows for {table} cannot be encoded: no column or table {exc}") from exc
+
+
 class Store:
     """A lazily connected clickhouse-connect client for one URL; with `cluster`, the telemetry
     tables are Distributed tables over a ClickHouse cluster (see storage.schema.Layout)."""
@@ -88,7 +98,6 @@ class Store:
             self._insert_settings = dict(EMBEDDED_INSERT_SETTINGS)
         self._client = None
         self._connect_lock = threading.Lock()
-        self._column_types: dict[tuple[str, tuple[str, ...]], list] = {}
         self._type_names: dict[str, dict[str, str]] = {}
 
     def _get_client(self):
@@ -111,7 +120,6 @@ class Store:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-                self._column_types.clear()
                 self._type_names.clear()
 
     def command(self, sql: str) -> None:
@@ -127,9 +135,9 @@ class Store:
 
     def encode(self, table: str, column_names: Sequence[str], columns: Sequence[list]) -> bytes:
         """Columns as a ClickHouse Native block for `insert_native`. Safe to call from any thread;
-        only the first call for a table asks the server for its column types."""
-        types, server_tz = self._types(table, column_names)
-        return encode_native(table, column_names, types, server_tz, columns)
+        only the first call for a table asks the server for its column types (`type_names`)."""
+        types = column_types(self.type_names((table,)), table, column_names)
+        return encode_native(table, column_names, types, self.server_tz, columns)
 
     def type_names(self, tables: Sequence[str]) -> dict[str, dict[str, str]]:
         """Every column's ClickHouse type name, by table: what `encode_native` needs, in a form
@@ -169,21 +177,9 @@ class Store:
         except StorageUnavailable:
             raise
         except Exception as exc:
-            self._column_types.pop((table, tuple(column_names)), None)  # read them afresh next time
-            self._type_names.pop(table, None)
+            self._type_names.pop(table, None)  # read them afresh next time
             raise StorageUnavailable(f"insert into {table} failed: {exc}") from exc
 
-    def _types(self, table: str, column_names: Sequence[str]) -> tuple[list, Any]:
-        key = (table, tuple(column_names))
-        types = self._column_types.get(key)
-        client = self._get_client()
-        if types is None:
-            try:
-                context = client.create_insert_context(table, column_names=list(column_names))
-            except Exception as exc:
-                raise StorageUnavailable(f"insert into {table} failed: cannot read its column types: {exc}") from exc
-            types = self._column_types[key] = list(context.column_types)
-        return types, client.server_tz
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None):
         """Reads that touch no tenant telemetry (schema, migrations, health)."""

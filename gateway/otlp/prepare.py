@@ -35,7 +35,7 @@ from gateway.otlp import decode
 from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.worker import init_worker
 from storage.batcher import EncodedBlock
-from storage.clickhouse import StorageUnavailable, encode_native
+from storage.clickhouse import StorageUnavailable, column_types, encode_native
 from storage.flatten import FLATTENERS, TABLES, TableBatch
 from tenants.encryption import KeyRing
 from tenants.protect import protect
@@ -92,18 +92,13 @@ def _ring(tenant_id: str, data_keys: dict[int, bytes]) -> KeyRing:
 
 
 def _encoder(types: dict[str, dict[str, str]], server_tz) -> Callable[[list[TableBatch]], list[EncodedBlock]]:
-    from clickhouse_connect.datatypes.registry import get_from_name
-
     def encode(batches: list[TableBatch]) -> list[EncodedBlock]:
-        blocks = []
-        for batch in batches:
-            try:
-                column_types = [get_from_name(types[batch.table][name]) for name in batch.column_names]
-            except KeyError as exc:
-                raise StorageUnavailable(f"rows for {batch.table} cannot be encoded: no column {exc}") from exc
-            data = encode_native(batch.table, batch.column_names, column_types, server_tz, batch.columns)
-            blocks.append(EncodedBlock(batch.table, tuple(batch.column_names), batch.rows, data))
-        return blocks
+        return [
+            EncodedBlock(batch.table, tuple(batch.column_names), batch.rows,
+                         encode_native(batch.table, batch.column_names,
+                                       column_types(types, batch.table, batch.column_names), server_tz, batch.columns))
+            for batch in batches
+        ]
 
     return encode
 
