@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -102,6 +103,26 @@ class Gateway:
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
         return total
 
+    def thread_cpu_seconds(self) -> Counter:
+        """CPU seconds so far by thread role: the worker's threads by their kernel names
+        (`_thread_role`), and the prepare worker processes summed as one."""
+        seconds: Counter = Counter()
+        for pid in self.processes():
+            role = None if pid == self.worker else "prepare workers (processes)"
+            try:
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except FileNotFoundError:
+                continue
+            for task in tasks:
+                try:
+                    stat = (task / "stat").read_text()
+                except FileNotFoundError:
+                    continue
+                fields = stat.rsplit(")", 1)[1].split()
+                name = role or _thread_role(stat[stat.index("(") + 1:stat.rindex(")")])
+                seconds[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return seconds
+
     def rss_mb(self, field: str = "VmHWM") -> float:
         """The peak (VmHWM) or current (VmRSS) resident sets of the worker and its processes, summed."""
         total = 0.0
@@ -147,6 +168,20 @@ class Gateway:
         out = subprocess.run([sys.executable, "-c", script, f"chdb://{self.data_dir / 'clickhouse'}"],
                              capture_output=True, text=True, check=True)
         return int(out.stdout.split()[-1])
+
+
+def _thread_role(name: str) -> str:
+    """chDB names its threads: MergeMutate runs merges; an INSERT's pipeline runs in pool threads
+    named QueryPipelineEx or QueryPushPipeEx while they work on it and ThreadPool after (a
+    thread's CPU counts under its name when read). Python's threads, gRPC's pollers and the part
+    of an INSERT chDB runs in the calling (batcher) thread carry the process's own name."""
+    if name == "MergeMutate":
+        return "chDB merges"
+    if name.startswith("Query") or name == "ThreadPool":
+        return "chDB query threads"
+    if name in ("python", "python3", "gunicorn"):
+        return "serving threads"
+    return name
 
 
 def machine_busy_seconds() -> float:
@@ -252,10 +287,12 @@ def drive(gateway, transport, args, payloads, rate=None, duration=None) -> dict:
     for _ in procs:
         ready.get(timeout=120)
     writer0 = gateway.writer_counters()
-    cpu0, busy0 = gateway.cpu_seconds(), machine_busy_seconds()
+    cpu0, busy0, threads0 = gateway.cpu_seconds(), machine_busy_seconds(), gateway.thread_cpu_seconds()
     go.set()
     parts = [results.get(timeout=duration + 180) for _ in procs]
     worker_cpu, busy = gateway.cpu_seconds() - cpu0, machine_busy_seconds() - busy0
+    threads = gateway.thread_cpu_seconds()
+    threads.subtract(threads0)
     writer = {k: v - writer0[k] for k, v in gateway.writer_counters().items()}
     for p in procs:
         p.join()
@@ -270,10 +307,13 @@ def drive(gateway, transport, args, payloads, rate=None, duration=None) -> dict:
         worker_cpu_cores=worker_cpu / elapsed, client_cpu_cores=sum(p["client_cpu"] for p in parts) / elapsed,
         machine_busy_cores=busy / elapsed, worker_peak_rss_mb=gateway.rss_mb(), acked_spans=sum(p["acked"] for p in parts),
         rows_per_insert=writer["rows"] / writer["inserts"] if writer["inserts"] else float("nan"),
-        writer_busy=writer["seconds"] / elapsed)
+        writer_busy=writer["seconds"] / elapsed,
+        cpu_by_thread={name: round(sec / elapsed, 3) for name, sec in threads.most_common() if sec / elapsed >= 0.005})
     print(f"  {result['run']}: {result['spans_per_s']:,.0f} spans/s, p50 {result['p50_ms']:.0f} ms, "
           f"p99 {result['p99_ms']:.0f} ms, {result['rows_per_insert']:,.0f} spans per otel_traces INSERT, "
           f"writer busy {result['writer_busy']:.0%}, errors {result['errors']} {result['first_error']}")
+    print("    gateway CPU by thread, cores: "
+          + ", ".join(f"{name} {cores:.2f}" for name, cores in result["cpu_by_thread"].items()))
     return result
 
 
