@@ -238,12 +238,14 @@ GATEWAY_TLS_CLIENT_AUTH = os.environ.get("GATEWAY_TLS_CLIENT_AUTH", "") or "opti
 GATEWAY_CLICKHOUSE_URL = os.environ.get(
     "GATEWAY_CLICKHOUSE_URL", f"chdb://{DATA_DIR / 'clickhouse'}"
 )
-# Batcher: most rows in one INSERT, how long it waits for more requests to join a batch,
-# and how long a request waits for its rows to be stored before it is answered 503.
+# Batcher (storage.batcher): most rows in one INSERT; how long an INSERT waits for the rows of
+# requests being prepared (LINGER) and for requests yet to arrive (WAIT); and how long a
+# request waits for its rows to be stored before it is answered 503.
 GATEWAY_BATCH_MAX_ROWS = env_int("GATEWAY_BATCH_MAX_ROWS", 50_000)
 # 15 ms: under load an INSERT then carries ~3.4 instead of ~2 requests' rows (fewer parts for
-# chDB to write and merge: +6% spans/s at the benchmark's maximum), for ~15 ms more latency.
+# chDB to write and merge: +6% spans/s at the benchmark's maximum). A request alone is not held.
 GATEWAY_BATCH_LINGER_MS = env_int("GATEWAY_BATCH_LINGER_MS", 15)
+GATEWAY_BATCH_WAIT_MS = env_int("GATEWAY_BATCH_WAIT_MS", 0)
 GATEWAY_STORE_TIMEOUT_SECONDS = env_int("GATEWAY_STORE_TIMEOUT_SECONDS", 30)
 # Worker processes that flatten, protect and encode requests (gateway.otlp.prepare), so that
 # Python work is not bound to one GIL. Unset: one per CPU available in the embedded mode, where

@@ -6,6 +6,16 @@ so nothing is acknowledged before it is in ClickHouse. `write()` encodes the req
 the encoded blocks of the requests waiting into one INSERT per table, which is also what
 chDB's one-writer-per-process model wants. Keeping the encoding out of that thread keeps the
 writer, the one thing every request waits for in turn, off the GIL for most of its time.
+
+How long an INSERT waits for more:
+- `linger_seconds`, for rows that are on their way: a request says so with `expecting()` before
+  it prepares its rows (flatten, protect, encode). Requests that overlap share an INSERT; a
+  request alone is written at once. Every INSERT costs chDB a fixed ~7 ms of CPU, so sharing
+  matters (docs/BENCHMARKS.md), but waiting for rows nobody is preparing only adds latency:
+  at half the benchmark's load, lingering every time made the median request 62 ms, not 33 ms.
+- `wait_seconds` (0 by default), for requests that have not arrived yet. With a ClickHouse
+  server fed by many gateway processes, each seeing few requests, this trades latency for
+  fewer, larger INSERTs (fewer parts for the server to merge).
 """
 from __future__ import annotations
 
@@ -43,6 +53,22 @@ class _Pending:
 
 
 _STOP = object()
+_WAKE = object()  # an expectation ended without rows: the writer stops waiting for them
+
+
+class Expectation:
+    """Rows one request is preparing for the batcher (`Batcher.expecting`)."""
+
+    def __init__(self, batcher: "Batcher"):
+        self._batcher = batcher
+        self.open = True
+
+    def __enter__(self) -> "Expectation":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.open:  # the request failed before its rows were queued
+            self._batcher._end_expectation(self, queued=None)
 
 
 class BatcherObserver:
@@ -60,16 +86,19 @@ class BatcherObserver:
 
 class Batcher:
     def __init__(
-        self, store: Store, *, max_rows: int = 50_000, linger_seconds: float = 0.002,
+        self, store: Store, *, max_rows: int = 50_000, linger_seconds: float = 0.002, wait_seconds: float = 0.0,
         observer: BatcherObserver | None = None,
     ):
         self.store = store
         self.max_rows = max_rows
         self.linger_seconds = linger_seconds
+        self.wait_seconds = wait_seconds
         self.observer = observer or BatcherObserver()
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._expected_lock = threading.Lock()
+        self._expected = 0
         self.inserts = 0  # INSERT statements issued; tells how well requests were grouped
 
     def start(self) -> None:
@@ -99,23 +128,52 @@ class Batcher:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def expected(self) -> int:
+        """Requests preparing rows for this batcher (open `expecting()` contexts)."""
+        return self._expected
+
+    def expecting(self) -> Expectation:
+        """`with batcher.expecting() as expectation:` around preparing a request's rows, ending
+        with `write_encoded(..., expectation=expectation)`: meanwhile, an INSERT about to be
+        written waits (up to the linger) for these rows too."""
+        with self._expected_lock:
+            self._expected += 1
+        return Expectation(self)
+
+    def _end_expectation(self, expectation: Expectation, queued: _Pending | None) -> None:
+        # Under one lock with the writer's check, so it never sees neither the expectation nor
+        # the rows it announced.
+        with self._expected_lock:
+            if not expectation.open:
+                return
+            expectation.open = False
+            self._expected -= 1
+            self._queue.put(queued if queued is not None else _WAKE)
+
     def write(self, batches: list[TableBatch], *, timeout: float) -> None:
         """Store `batches`; returns only once they are in ClickHouse. Raises StorageUnavailable."""
         if not batches:
             return
         if self._thread is None or not self._thread.is_alive():
             raise StorageUnavailable("the storage writer is not running")
-        self.write_encoded(self.encode(batches), timeout=timeout)
+        with self.expecting() as expectation:
+            self.write_encoded(self.encode(batches), timeout=timeout, expectation=expectation)
 
-    def write_encoded(self, blocks: list[EncodedBlock], *, timeout: float) -> None:
+    def write_encoded(self, blocks: list[EncodedBlock], *, timeout: float,
+                      expectation: Expectation | None = None) -> None:
         """`write` for rows already encoded (`encode`, or gateway.otlp.prepare in a worker
-        process): returns only once they are in ClickHouse. Raises StorageUnavailable."""
+        process): returns only once they are in ClickHouse. Raises StorageUnavailable.
+        `expectation`: the one these rows fulfil, if any."""
         if not blocks:
             return
         if self._thread is None or not self._thread.is_alive():
             raise StorageUnavailable("the storage writer is not running")
         pending = _Pending(blocks)
-        self._queue.put(pending)
+        if expectation is not None and expectation.open:
+            self._end_expectation(expectation, queued=pending)
+        else:
+            self._queue.put(pending)
         self.observer.queue_depth(self._queue.qsize())
         if not pending.done.wait(timeout):
             raise StorageUnavailable(f"storage did not confirm the write within {timeout:g}s")
@@ -151,6 +209,8 @@ class Batcher:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
+            if first is _WAKE:
+                continue
             if first is _STOP:
                 return
             group, stop = self._collect(first)
@@ -160,14 +220,28 @@ class Batcher:
                 return
 
     def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """`first` and what joins it: everything queued; until the linger runs out, the rows of
+        requests still preparing them; and until the wait runs out, whatever arrives."""
         group, rows = [first], first.rows
-        deadline = time.monotonic() + self.linger_seconds
+        started = time.monotonic()
+        wait_until = started + self.wait_seconds
+        linger_until = max(wait_until, started + self.linger_seconds)
         while rows < self.max_rows:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
+            with self._expected_lock:
+                nothing_coming = self._expected <= 0 and self._queue.empty()
+            remaining = (wait_until if nothing_coming else linger_until) - time.monotonic()
+            if remaining <= 0:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _WAKE:
+                continue
             if item is _STOP:
                 return group, True
             group.append(item)

@@ -76,6 +76,7 @@ def test_an_undecodable_attribute_found_by_a_worker_is_a_400(pipeline, tenant, h
     reply = http_post(http_url, "traces", body, key=tenant.key)
     assert reply.status == 400 and "not valid" in reply.status_message().message
     assert tenant.count("otel_traces") == 0
+    assert pipeline.batcher.expected == 0  # the refused request no longer holds INSERTs back
 
 
 def _kill(pid: int) -> None:

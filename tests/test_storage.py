@@ -135,6 +135,77 @@ def test_batcher_groups_concurrent_requests_into_few_inserts(store):
     assert [_count(store, t) for t in tenant_ids] == [10] * len(tenant_ids)
 
 
+def test_a_request_alone_is_written_without_lingering(store):
+    batcher = Batcher(store, linger_seconds=30)
+    batcher.start()
+    tenant_id = str(uuid.uuid4())
+    started = time.monotonic()
+    batcher.write(_batch(tenant_id), timeout=60)
+    elapsed = time.monotonic() - started
+    batcher.stop()
+    assert elapsed < 10  # not the 30 s linger: nothing else was on its way
+    assert _count(store, tenant_id) == 10
+
+
+def test_an_insert_waits_for_rows_being_prepared(store):
+    batcher = Batcher(store, linger_seconds=30)
+    batcher.start()
+    preparing, waiting = str(uuid.uuid4()), str(uuid.uuid4())
+    done = {}
+
+    def write_waiting():
+        batcher.write(_batch(waiting), timeout=60)
+        done["waiting"] = time.monotonic()
+
+    with batcher.expecting() as expectation:
+        assert batcher.expected == 1
+        writer = threading.Thread(target=write_waiting)
+        writer.start()
+        time.sleep(0.5)  # the other request's rows are queued; these are still being prepared
+        assert "waiting" not in done
+        blocks = batcher.encode(_batch(preparing))
+        queued_at = time.monotonic()
+        batcher.write_encoded(blocks, timeout=60, expectation=expectation)
+    writer.join()
+    batcher.stop()
+    assert done["waiting"] >= queued_at and batcher.expected == 0
+    assert batcher.inserts == 1  # one INSERT for both requests
+    assert _count(store, preparing) == 10 and _count(store, waiting) == 10
+
+
+def test_an_expectation_that_ends_without_rows_releases_the_writer(store):
+    batcher = Batcher(store, linger_seconds=30)
+    batcher.start()
+    tenant_id = str(uuid.uuid4())
+    writer = None
+    with pytest.raises(RuntimeError):
+        with batcher.expecting():
+            writer = threading.Thread(target=batcher.write, args=(_batch(tenant_id),), kwargs={"timeout": 60})
+            started = time.monotonic()
+            writer.start()
+            time.sleep(0.5)
+            raise RuntimeError("preparing this request failed")
+    writer.join()
+    elapsed = time.monotonic() - started
+    batcher.stop()
+    assert elapsed < 10 and batcher.expected == 0
+    assert _count(store, tenant_id) == 10
+
+
+def test_the_wait_groups_requests_that_arrive_later(store):
+    batcher = Batcher(store, linger_seconds=0, wait_seconds=3)
+    batcher.start()
+    first, later = str(uuid.uuid4()), str(uuid.uuid4())
+    writer = threading.Thread(target=batcher.write, args=(_batch(first),), kwargs={"timeout": 60})
+    writer.start()
+    time.sleep(0.5)  # nothing is being prepared: only the wait holds the first request's INSERT
+    batcher.write(_batch(later), timeout=60)
+    writer.join()
+    batcher.stop()
+    assert batcher.inserts == 1
+    assert _count(store, first) == 10 and _count(store, later) == 10
+
+
 def test_one_refused_request_fails_alone(store):
     batcher = Batcher(store, linger_seconds=0.2)
     batcher.start()
@@ -167,9 +238,10 @@ def test_stop_stores_what_is_queued(store):
     batcher.start()
     tenant_id = str(uuid.uuid4())
     writer = threading.Thread(target=batcher.write, args=(_batch(tenant_id),), kwargs={"timeout": 30})
-    writer.start()
-    time.sleep(0.1)  # the request is queued and the batcher is lingering for more
-    batcher.stop()
+    with batcher.expecting():  # another request is preparing rows, so the batcher lingers
+        writer.start()
+        time.sleep(0.1)  # the request is queued and the batcher is lingering for more
+        batcher.stop()
     writer.join()
     assert _count(store, tenant_id) == 10
 

@@ -103,21 +103,25 @@ class Pipeline:
         ring, sensitive = key_ring(principal.tenant_id), sensitive_keys(principal.sensitive_attribute_keys)
         timeout = self.config.store_timeout_seconds
         try:
-            if self.workers is not None:
-                prepared = self.workers.prepare(
-                    signal, request.SerializeToString() if protobuf is None else protobuf,
-                    tenant_id=principal.tenant_id, retention_days=principal.retention_days, ring=ring,
-                    sensitive=sensitive, timeout=timeout,
-                )
-            else:
-                prepared = prepare(signal, request, tenant_id=principal.tenant_id,
-                                   retention_days=principal.retention_days, ring=ring, sensitive=sensitive,
-                                   encode=self.batcher.encode)
-            outcome = Outcome.PARTIALLY_ACCEPTED if prepared.rejected else Outcome.ACCEPTED
-            usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
-                                items_accepted=prepared.accepted, body_bytes=body_bytes)
-            # The usage row travels with the data, so accepted usage matches the stored rows.
-            self.batcher.write_encoded([*prepared.blocks, *self.batcher.encode([usage])], timeout=timeout)
+            # While this request's rows are being prepared, an INSERT about to be written waits
+            # for them (up to the linger); a request alone is written at once.
+            with self.batcher.expecting() as expectation:
+                if self.workers is not None:
+                    prepared = self.workers.prepare(
+                        signal, request.SerializeToString() if protobuf is None else protobuf,
+                        tenant_id=principal.tenant_id, retention_days=principal.retention_days, ring=ring,
+                        sensitive=sensitive, timeout=timeout,
+                    )
+                else:
+                    prepared = prepare(signal, request, tenant_id=principal.tenant_id,
+                                       retention_days=principal.retention_days, ring=ring, sensitive=sensitive,
+                                       encode=self.batcher.encode)
+                outcome = Outcome.PARTIALLY_ACCEPTED if prepared.rejected else Outcome.ACCEPTED
+                usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
+                                    items_accepted=prepared.accepted, body_bytes=body_bytes)
+                # The usage row travels with the data, so accepted usage matches the stored rows.
+                self.batcher.write_encoded([*prepared.blocks, *self.batcher.encode([usage])], timeout=timeout,
+                                           expectation=expectation)
         except StorageUnavailable as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
             raise IngestError(Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE,

@@ -34,6 +34,7 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         store,
         max_rows=settings.GATEWAY_BATCH_MAX_ROWS,
         linger_seconds=settings.GATEWAY_BATCH_LINGER_MS / 1000,
+        wait_seconds=settings.GATEWAY_BATCH_WAIT_MS / 1000,
         observer=BatcherMetrics(),
     )
     batcher.start()

@@ -98,6 +98,7 @@ GATEWAY_RETRY_AFTER_SECONDS: {{ .Values.config.retryAfterSeconds | int64 | quote
 GATEWAY_STORE_TIMEOUT_SECONDS: {{ .Values.config.storeTimeoutSeconds | int64 | quote }}
 GATEWAY_BATCH_MAX_ROWS: {{ .Values.config.batchMaxRows | int64 | quote }}
 GATEWAY_BATCH_LINGER_MS: {{ .Values.config.batchLingerMs | int64 | quote }}
+GATEWAY_BATCH_WAIT_MS: {{ .Values.config.batchWaitMs | int64 | quote }}
 GATEWAY_DEFAULT_RETENTION_DAYS: {{ .Values.config.defaultRetentionDays | int64 | quote }}
 GATEWAY_METRICS_TENANT_LABEL: {{ .Values.config.metricsTenantLabel | quote }}
 GATEWAY_AUDIT_SIGNING_KEY_FILE: /etc/otlp-gateway/audit/audit-signing-key.pem
