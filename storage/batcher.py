@@ -142,8 +142,8 @@ class Batcher:
         return Expectation(self)
 
     def _end_expectation(self, expectation: Expectation, queued: _Pending | None) -> None:
-        # Under one lock with the writer's check, so it never sees neither the expectation nor
-        # the rows it announced.
+        # Under the lock the writer's check takes: it sees either the expectation or the rows
+        # that end it, and it is woken when an expectation ends without rows.
         with self._expected_lock:
             if not expectation.open:
                 return
