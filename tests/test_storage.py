@@ -177,7 +177,6 @@ def test_an_expectation_that_ends_without_rows_releases_the_writer(store):
     batcher = Batcher(store, linger_seconds=30)
     batcher.start()
     tenant_id = str(uuid.uuid4())
-    writer = None
     with pytest.raises(RuntimeError):
         with batcher.expecting():
             writer = threading.Thread(target=batcher.write, args=(_batch(tenant_id),), kwargs={"timeout": 60})
