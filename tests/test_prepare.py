@@ -140,3 +140,13 @@ def test_default_processes(store):
         assert runtime.prepare_processes(Store("http://127.0.0.1:9/default")) == 0  # a server: none
     with override_settings(GATEWAY_PREPARE_PROCESSES=0):
         assert runtime.prepare_processes(store) == 0
+
+
+def test_the_pipeline_takes_the_batch_settings(store):
+    with override_settings(GATEWAY_BATCH_LINGER_MS=7, GATEWAY_BATCH_WAIT_MS=250, GATEWAY_PREPARE_PROCESSES=0):
+        built = runtime.build_pipeline(store=store, migrate=False)
+    try:
+        assert built.batcher.linger_seconds == 0.007 and built.batcher.wait_seconds == 0.25
+        assert built.workers is None
+    finally:
+        built.stop()
