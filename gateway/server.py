@@ -57,7 +57,8 @@ def gunicorn_options(*, workers: int) -> dict:
     return {
         "bind": [f"{settings.GATEWAY_HOST}:{settings.GATEWAY_HTTP_PORT}"],
         "workers": workers,
-        "worker_class": "gthread",
+        # An asyncio front (gateway/edge.py): slow and idle clients hold no thread.
+        "worker_class": "gateway.edge.EdgeWorker",
         "threads": settings.GATEWAY_HTTP_THREADS,
         "timeout": 60,
         "graceful_timeout": 20,

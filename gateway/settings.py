@@ -221,6 +221,15 @@ GATEWAY_GRPC_PORT = env_int("GATEWAY_GRPC_PORT", 4317)
 # gunicorn threads in the single embedded worker, and gRPC handler threads.
 GATEWAY_HTTP_THREADS = env_int("GATEWAY_HTTP_THREADS", 8)
 GATEWAY_GRPC_THREADS = env_int("GATEWAY_GRPC_THREADS", 16)
+# The HTTP edge (gateway/edge.py) reads each request whole before it takes one of those threads:
+# seconds for a request's head (from its first byte) and for its body, seconds a kept-alive
+# connection may sit idle, open connections per worker (more are refused with 503) and requests
+# per connection before it is closed.
+GATEWAY_HTTP_HEADER_TIMEOUT_SECONDS = env_int("GATEWAY_HTTP_HEADER_TIMEOUT_SECONDS", 10)
+GATEWAY_HTTP_BODY_TIMEOUT_SECONDS = env_int("GATEWAY_HTTP_BODY_TIMEOUT_SECONDS", 60)
+GATEWAY_HTTP_IDLE_TIMEOUT_SECONDS = env_int("GATEWAY_HTTP_IDLE_TIMEOUT_SECONDS", 30)
+GATEWAY_HTTP_MAX_CONNECTIONS = env_int("GATEWAY_HTTP_MAX_CONNECTIONS", 1000)
+GATEWAY_HTTP_MAX_REQUESTS_PER_CONNECTION = env_int("GATEWAY_HTTP_MAX_REQUESTS_PER_CONNECTION", 1000)
 # Largest accepted request body, compressed or not, and largest size after decompression.
 GATEWAY_MAX_REQUEST_BYTES = env_int("GATEWAY_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 GATEWAY_MAX_DECOMPRESSED_BYTES = env_int("GATEWAY_MAX_DECOMPRESSED_BYTES", 4 * 1024 * 1024)

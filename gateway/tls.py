@@ -103,8 +103,12 @@ def grpc_peer_certificate_sha256(context: grpc.ServicerContext) -> str | None:
 
 
 def wsgi_peer_certificate_sha256(environ: Mapping[str, Any]) -> str | None:
-    """The verified client certificate of an HTTP request. gunicorn hands the application the
-    connection's socket as `gunicorn.socket`; over TLS it is an ssl.SSLSocket."""
+    """The verified client certificate of an HTTP request: the edge (gateway/edge.py) puts its
+    DER in the environ; gunicorn's own workers hand the application the connection's socket as
+    `gunicorn.socket`, over TLS an ssl.SSLSocket."""
+    if "gateway.peer_certificate_der" in environ:
+        der = environ["gateway.peer_certificate_der"]
+        return certificate_sha256(der) if der else None
     getpeercert = getattr(environ.get("gunicorn.socket"), "getpeercert", None)
     if getpeercert is None:
         return None

@@ -191,6 +191,15 @@ class Batcher:
                 return
             self._queue.put(_Pending(blocks))
 
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued before this call has been written (or has failed);
+        False if that took longer than `timeout`."""
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        marker = _Pending([])
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
     def encode(self, batches: list[TableBatch]) -> list[EncodedBlock]:
         started = time.perf_counter()
         try:

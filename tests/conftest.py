@@ -62,10 +62,23 @@ def grpc_channel(grpc_target):
     channel.close()
 
 
+@pytest.fixture(scope="session")
+def http_server(pipeline, django_db_setup):
+    """The gateway's Django app behind the production HTTP edge (gateway/edge.py), in this
+    process, on the settings' limits."""
+    from django.core.wsgi import get_wsgi_application
+
+    from gateway.edge import ServerThread, limits_from_settings
+
+    server = ServerThread(get_wsgi_application(), limits=limits_from_settings()).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def http_url(pipeline, live_server) -> str:
-    """Base URL of a real threaded HTTP server running the gateway's Django app."""
-    return live_server.url
+def http_url(http_server, transactional_db) -> str:
+    """Base URL of the real HTTP edge serving the gateway."""
+    return f"http://127.0.0.1:{http_server.port}"
 
 
 @dataclass

@@ -8,7 +8,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,6 @@ import grpc
 import pytest
 import requests
 from django.core.management import call_command
-from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.test import override_settings
 from django.utils import timezone
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -30,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from billing.outcomes import Signal
+from gateway.edge import ServerThread, limits_from_settings
 from gateway.otlp import runtime
 from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.grpc_server import build_server
@@ -85,44 +84,14 @@ def grpc_tls_port(pki, pipeline):
     server.stop(grace=None)
 
 
-class _TLSWSGIServer(ThreadedWSGIServer):
-    """The gateway's WSGI app behind TLS in this process. Like gunicorn's workers, it hands the
-    app the connection's TLS socket as `gunicorn.socket` (the real gunicorn runs in the serve test)."""
-
-    def __init__(self, address, context: ssl.SSLContext):
-        self.context = context
-        super().__init__(address, _TLSHandler)
-
-    def get_request(self):
-        sock, address = super().get_request()
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-    def finish_request(self, request, client_address):
-        try:
-            request.do_handshake()  # in the request's own thread, as gunicorn's gthread worker does
-        except (ssl.SSLError, OSError):
-            return  # plaintext client, untrusted or expired certificate: the client sees the TLS alert
-        super().finish_request(request, client_address)
-
-
-class _TLSHandler(WSGIRequestHandler):
-    def get_environ(self):
-        return {**super().get_environ(), "gunicorn.socket": self.connection}
-
-    def log_message(self, format, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def https_url(pki, pipeline):
-    """OTLP/HTTP over TLS with optional client certificates (the mode that serves both kinds)."""
-    httpd = _TLSWSGIServer(("127.0.0.1", 0), _tls(pki, ClientAuth.OPTIONAL).server_ssl_context())
-    httpd.set_app(application)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    """OTLP/HTTP over TLS with optional client certificates (the mode that serves both kinds),
+    behind the production HTTP edge."""
+    server = ServerThread(application, limits=limits_from_settings(),
+                          ssl_context=_tls(pki, ClientAuth.OPTIONAL).server_ssl_context()).start()
+    yield f"https://127.0.0.1:{server.port}"
+    server.stop()
 
 
 @pytest.fixture
