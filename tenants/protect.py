@@ -1,33 +1,78 @@
 """The pipeline's protect step: encrypt the values of a tenant's sensitive attribute keys in
-the flattened batches, before they are stored."""
+the flattened batches, before they are stored.
+
+A key is sensitive whatever its case (`User.Email` as `user.email`), and at any depth: a map or
+array value (stored as JSON) that holds a sensitive key anywhere inside is encrypted whole, under
+its own top-level key, which the tenant-scoped reader decrypts like any other."""
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from storage.flatten import TableBatch
 from tenants.encryption import KeyRing
+
+_CONTAINERS = ("{", "[")
+
+
+def _holds_sensitive(value: str, lowered: frozenset[str]) -> bool:
+    """Whether a map/array value, as the JSON flattening made of it, has a sensitive key at
+    any depth. A cheap text screen first: most values name no sensitive key at all."""
+    text = value.lower()
+    if not any(key in text for key in lowered):
+        return False
+    try:
+        document: Any = json.loads(value)
+    except ValueError:
+        return False  # a string that starts like JSON but is not: nothing nested in it
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if key.lower() in lowered:
+                    return True
+                if isinstance(child, (dict, list)):
+                    stack.append(child)
+        elif isinstance(node, list):
+            stack.extend(child for child in node if isinstance(child, (dict, list)))
+    return False
 
 
 def protect(batches: list[TableBatch], *, ring: KeyRing, sensitive: frozenset[str]) -> int:
     """Encrypt in place; returns how many values were encrypted. Attribute maps are the columns
     named *Attributes (a map per row, or a list of maps for nested events, links, exemplars)."""
+    if not sensitive:
+        return 0
+    lowered = frozenset(key.lower() for key in sensitive)
+    safe: set[str] = set()  # keys seen in this request that are not sensitive in any case
     sealed: dict[int, dict] = {}  # resource and scope maps are shared by many rows: seal each once
     count = 0
 
+    def to_seal(attributes: dict[str, str]) -> list[str] | None:
+        found = None
+        for key, value in attributes.items():
+            if key not in safe:
+                if key.lower() in lowered:
+                    found = (found or []) + [key]
+                    continue
+                safe.add(key)
+            if value[:1] in _CONTAINERS and _holds_sensitive(value, lowered):
+                found = (found or []) + [key]
+        return found
+
     def seal(attributes: dict) -> dict:
         nonlocal count
-        if not attributes or sensitive.isdisjoint(attributes):
-            return attributes
         done = sealed.get(id(attributes))
         if done is None:
-            done = dict(attributes)
-            for key in sensitive.intersection(attributes):
+            keys = to_seal(attributes) if attributes else None
+            done = dict(attributes) if keys else attributes
+            for key in keys or ():
                 done[key] = ring.encrypt(key, done[key])
                 count += 1
-            sealed[id(attributes)] = done
+            sealed[id(attributes)] = done  # every map lives as long as the batch: ids stay unique
         return done
 
-    if not sensitive:
-        return 0
-    isdisjoint = sensitive.isdisjoint
     for batch in batches:
         for name, column in zip(batch.column_names, batch.columns):
             if not name.endswith("Attributes"):
@@ -36,12 +81,11 @@ def protect(batches: list[TableBatch], *, ring: KeyRing, sensitive: frozenset[st
                 # Nested (events, links, exemplars): a tuple of maps per row, replaced only when
                 # one of its maps changes.
                 for i, maps in enumerate(column):
-                    for attributes in maps:
-                        if attributes and not isdisjoint(attributes):
-                            column[i] = tuple(seal(attributes) for attributes in maps)
-                            break
+                    replaced = tuple(seal(attributes) for attributes in maps)
+                    if any(new is not old for new, old in zip(replaced, maps)):
+                        column[i] = replaced
             else:
                 for i, attributes in enumerate(column):
-                    if attributes and not isdisjoint(attributes):
+                    if attributes:
                         column[i] = seal(attributes)
     return count

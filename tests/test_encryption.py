@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import secrets
 
@@ -177,3 +178,43 @@ def test_protect_replaces_only_the_rows_it_encrypts(tenant):
     assert sealed[1] is events[1] and sealed[2] is events[2]
     assert all(a is b for a, b in zip(columns["SpanAttributes"], span_maps))
     assert all(a is b for a, b in zip(columns["ResourceAttributes"], resources))
+
+
+def _kvlist(**values):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
+
+    return AnyValue(kvlist_value=KeyValueList(values=[
+        KeyValue(key=k, value=v if isinstance(v, AnyValue) else AnyValue(string_value=v)) for k, v in values.items()]))
+
+
+def test_sensitive_keys_at_any_depth_and_in_any_case_are_ciphertext_at_rest(http_url, grpc_channel, tenant, store):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+    from tests.clients import grpc_export
+
+    request = otlp_requests.traces_request(1)
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.append(KeyValue(key="ctx", value=_kvlist(**{"user.email": "nested@example.com"})))
+    span.attributes.append(KeyValue(key="deep", value=AnyValue(array_value=ArrayValue(values=[
+        _kvlist(level=_kvlist(**{"DB.Statement": "SELECT deep_secret"}))]))))
+    span.attributes.append(otlp_requests.kv("User.Email", "upper@example.com"))
+    span.attributes.append(otlp_requests.kv("note", '{"looks": "like json", "but": "is harmless"}'))
+    body = request.SerializeToString()
+    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    grpc_export(grpc_channel, "traces", body, key=tenant.key)
+
+    dump = str(store.dangerously_query_unscoped(
+        "SELECT * EXCEPT (TraceId, SpanId, ParentSpanId, `Links.TraceId`, `Links.SpanId`) FROM otel_traces",
+        reason="test").result_rows)
+    for secret in ("nested@example.com", "deep_secret", "upper@example.com"):
+        assert secret not in dump
+    rows = tenant.rows(SQL)
+    assert len(rows) == 2
+    for row in rows:  # the tenant's scoped reader gives them back as sent
+        attributes = row["SpanAttributes"]
+        assert attributes["User.Email"] == "upper@example.com"
+        assert json.loads(attributes["ctx"]) == {"user.email": "nested@example.com"}
+        assert json.loads(attributes["deep"]) == [{"level": {"DB.Statement": "SELECT deep_secret"}}]
+        assert attributes["note"] == '{"looks": "like json", "but": "is harmless"}'
+    (raw, _) = TenantReader(store, str(tenant.tenant.id)).rows(SQL)
+    assert raw["SpanAttributes"]["note"].startswith("{")  # nothing sensitive in it: left as it is
