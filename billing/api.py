@@ -68,14 +68,22 @@ class UsageRowSerializer(serializers.Serializer):
     bytes = serializers.IntegerField()
 
 
+FIRST_DAY = datetime(1970, 1, 2, tzinfo=UTC)
+LAST_DAY = datetime(2105, 12, 31, tzinfo=UTC)
+
+
 def _day(params, name: str, default):
     raw = params.get(name)
     if not raw:
         return default
     try:
-        return datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         raise ValidationError({name: f"{raw!r} is not a date like 2026-11-01"}) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        # The usage table's hours are ClickHouse DateTime values: 1970 to 2105.
+        raise ValidationError({name: f"{raw} is outside {FIRST_DAY:%Y-%m-%d} .. {LAST_DAY:%Y-%m-%d}"})
+    return day
 
 
 USAGE_PARAMETERS = [

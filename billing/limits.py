@@ -42,22 +42,31 @@ SIGNAL_FIELDS = tuple(f.name for f in fields(SignalLimits))
 TENANT_FIELDS = ("max_request_bytes", "stored_bytes")
 
 
+MAX_LIMIT = 2**63 - 1  # what the counters (and PostgreSQL's bigint) hold
+
+
+def _is_limit(value: Any) -> bool:
+    # bool is an int in Python: `true` is not a limit.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_LIMIT
+
+
 def validate_overrides(overrides: Any) -> dict:
     """Overrides look like {"max_request_bytes": 1, "traces": {"items_per_second": 5}}."""
     if not isinstance(overrides, dict):
         raise ValueError("limit overrides must be a JSON object")
     for key, value in overrides.items():
         if key in TENANT_FIELDS:
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"limit override {key} must be a non-negative integer")
+            if not _is_limit(value):
+                raise ValueError(f"limit override {key} must be a whole number from 0 to {MAX_LIMIT}, got {value!r}")
         elif key in {s.value for s in Signal}:
             if not isinstance(value, dict):
                 raise ValueError(f"limit overrides for {key} must be an object")
             for name, number in value.items():
                 if name not in SIGNAL_FIELDS:
                     raise ValueError(f"unknown {key} limit {name!r}; use {list(SIGNAL_FIELDS)}")
-                if not isinstance(number, int) or number < 0:
-                    raise ValueError(f"limit override {key}.{name} must be a non-negative integer")
+                if not _is_limit(number):
+                    raise ValueError(f"limit override {key}.{name} must be a whole number from 0 to {MAX_LIMIT}, "
+                                     f"got {number!r}")
         else:
             raise ValueError(f"unknown limit {key!r}; use {list(TENANT_FIELDS)} or a signal name")
     return overrides

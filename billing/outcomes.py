@@ -20,3 +20,4 @@ class Outcome(enum.StrEnum):
     INVALID = "invalid"
     UNAUTHORIZED = "unauthorized"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    INTERNAL_ERROR = "internal_error"  # a fault of the gateway's own; nothing was stored

@@ -233,6 +233,17 @@ GATEWAY_HTTP_MAX_REQUESTS_PER_CONNECTION = env_int("GATEWAY_HTTP_MAX_REQUESTS_PE
 # Largest accepted request body, compressed or not, and largest size after decompression.
 GATEWAY_MAX_REQUEST_BYTES = env_int("GATEWAY_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 GATEWAY_MAX_DECOMPRESSED_BYTES = env_int("GATEWAY_MAX_DECOMPRESSED_BYTES", 4 * 1024 * 1024)
+# Items stamped further than this in the future are rejected one by one (a sender's clock that
+# is wrong); items older than the tenant's retention are too.
+GATEWAY_FUTURE_GRACE_SECONDS = env_int("GATEWAY_FUTURE_GRACE_SECONDS", 600)
+# CORS for browser exporters on /v1/*: origins that may send at all (comma-separated; exact,
+# https://*.example.com, or *), headers they may send besides Content-Type, Authorization and
+# X-Api-Key, and how long a browser may cache a preflight. Each tenant also lists its own origins.
+GATEWAY_CORS_ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("GATEWAY_CORS_ALLOWED_ORIGINS", "").split(",")
+                                if o.strip()]
+GATEWAY_CORS_ALLOWED_HEADERS = [h.strip() for h in os.environ.get("GATEWAY_CORS_ALLOWED_HEADERS", "").split(",")
+                                if h.strip()]
+GATEWAY_CORS_MAX_AGE_SECONDS = env_int("GATEWAY_CORS_MAX_AGE_SECONDS", 7200)
 # Seconds an exporter is told to wait when storage is unavailable.
 GATEWAY_RETRY_AFTER_SECONDS = env_int("GATEWAY_RETRY_AFTER_SECONDS", 5)
 # TLS on OTLP/gRPC, OTLP/HTTP and the console: PEM certificate chain and private key (both or

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from storage.clickhouse import Store, StorageUnavailable
+from storage.clickhouse import StorageError, StorageUnavailable, Store
 from storage.flatten import TableBatch
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class EncodedBlock:
 class _Pending:
     blocks: list[EncodedBlock]
     done: threading.Event = field(default_factory=threading.Event)
-    error: StorageUnavailable | None = None
+    error: StorageError | None = None
 
     @property
     def rows(self) -> int:
@@ -152,7 +152,7 @@ class Batcher:
             self._queue.put(queued if queued is not None else _WAKE)
 
     def write(self, batches: list[TableBatch], *, timeout: float) -> None:
-        """Store `batches`; returns only once they are in ClickHouse. Raises StorageUnavailable."""
+        """Store `batches`; returns only once they are in ClickHouse. Raises StorageError."""
         if not batches:
             return
         if self._thread is None or not self._thread.is_alive():
@@ -163,7 +163,7 @@ class Batcher:
     def write_encoded(self, blocks: list[EncodedBlock], *, timeout: float,
                       expectation: Expectation | None = None) -> None:
         """`write` for rows already encoded (`encode`, or gateway.otlp.prepare in a worker
-        process): returns only once they are in ClickHouse. Raises StorageUnavailable.
+        process): returns only once they are in ClickHouse. Raises StorageError.
         `expectation`: the one these rows fulfil, if any."""
         if not blocks:
             return
@@ -186,7 +186,7 @@ class Batcher:
         if batches and self._thread is not None and self._thread.is_alive():
             try:
                 blocks = self.encode(batches)
-            except StorageUnavailable as exc:
+            except StorageError as exc:
                 log.error("storing a request failed: %s", exc)
                 return
             self._queue.put(_Pending(blocks))
@@ -208,7 +208,7 @@ class Batcher:
                        self.store.encode(batch.table, batch.column_names, batch.columns))
                 for batch in batches
             ]
-        except StorageUnavailable:
+        except StorageError:
             # (Cannot reach ClickHouse for the column types, or rows it could not take.) Counted
             # as rows that failed to store, as a refused INSERT of them would be.
             for batch in batches:
@@ -266,7 +266,7 @@ class Batcher:
         for (table, _), parts in by_table.items():
             try:
                 self._insert([block for _, block in parts])
-            except StorageUnavailable as exc:
+            except StorageError as exc:
                 if len(parts) == 1:
                     parts[0][0].error = exc
                     continue
@@ -275,7 +275,7 @@ class Batcher:
                 for pending, block in parts:
                     try:
                         self._insert([block])
-                    except StorageUnavailable as single_exc:
+                    except StorageError as single_exc:
                         pending.error = single_exc
         self.observer.flushed(seconds=time.perf_counter() - started)
         for pending in group:

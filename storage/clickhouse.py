@@ -31,8 +31,47 @@ log = logging.getLogger(__name__)
 _TELEMETRY_RE = re.compile(r"\b(" + "|".join(TENANT_TABLES) + r")\b", re.IGNORECASE)
 
 
-class StorageUnavailable(Exception):
-    """ClickHouse could not be reached or refused the write; nothing was stored."""
+class StorageError(Exception):
+    """Nothing was stored. `retryable` says whether the same rows can be stored later."""
+
+    retryable = True
+
+
+class StorageUnavailable(StorageError):
+    """ClickHouse could not be reached, did not answer in time, or is out of room: retrying
+    later can succeed."""
+
+
+class RowsRejected(StorageError):
+    """Rows the tables cannot hold (they cannot be encoded in the columns' types, or the server
+    refuses them for what they are): the same rows fail the same way every time."""
+
+    retryable = False
+
+
+# ClickHouse error codes that are about the rows sent, not the server's state.
+_ROW_ERROR_CODES = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    33,   # CANNOT_READ_ALL_DATA
+    53,   # TYPE_MISMATCH
+    70,   # CANNOT_CONVERT_TYPE
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+})
+_CODE_RE = re.compile(r"\bCode: (\d+)")
+
+
+def insert_error(table: str, exc: Exception) -> StorageError:
+    """What a failed INSERT means for the request: its rows (RowsRejected) or the server."""
+    text = str(exc)
+    match = _CODE_RE.search(text)
+    code = int(match.group(1)) if match else None
+    # More partitions than one INSERT block may hold: the same rows are refused every time.
+    if code in _ROW_ERROR_CODES or (code == 252 and "partitions for single INSERT block" in text):
+        return RowsRejected(f"insert into {table} refused the rows: {text}")
+    return StorageUnavailable(f"insert into {table} failed: {text}")
 
 
 class UnscopedQueryError(Exception):
@@ -50,16 +89,16 @@ def describe_url(url: str) -> str:
 
 def encode_native(table: str, column_names: Sequence[str], types: Sequence, server_tz, columns: Sequence[list]) -> bytes:
     """Columns as a ClickHouse Native block (clickhouse-connect's own encoder), given the
-    columns' types. Raises StorageUnavailable for rows the types cannot hold."""
+    columns' types. Raises RowsRejected for rows the types cannot hold."""
     try:
         context = InsertContext(table, list(column_names), list(types), data=columns, column_oriented=True,
                                 server_tz=server_tz)
         chunks = list(NativeTransform.build_insert(context))
     except Exception as exc:
-        raise StorageUnavailable(f"rows for {table} cannot be encoded: {exc}") from exc
+        raise RowsRejected(f"rows for {table} cannot be encoded: {exc}") from exc
     if context.insert_exception is not None:
         exc = context.insert_exception
-        raise StorageUnavailable(f"rows for {table} cannot be encoded: {exc}") from exc
+        raise RowsRejected(f"rows for {table} cannot be encoded: {exc}") from exc
     if chunks:
         # The first chunk starts with the INSERT statement line an HTTP request body carries.
         chunks[0] = chunks[0][chunks[0].index(b"\n") + 1:]
@@ -174,11 +213,11 @@ class Store:
                 data = compressor.compress_block(data) + (compressor.flush() or b"")
             client.raw_insert(table, list(column_names), data, settings=self._insert_settings, fmt="Native",
                               compression=compression)
-        except StorageUnavailable:
+        except StorageError:
             raise
         except Exception as exc:
             self._type_names.pop(table, None)  # read them afresh next time
-            raise StorageUnavailable(f"insert into {table} failed: {exc}") from exc
+            raise insert_error(table, exc) from exc
 
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None):

@@ -59,7 +59,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "id")
     readonly_fields = ("id", "status", "created_at", "updated_at")
     fields = ("name", "slug", "plan", "retention_days", "limit_overrides", "sensitive_attribute_keys",
-              "require_client_certificate", *readonly_fields)
+              "allowed_origins", "require_client_certificate", *readonly_fields)
     actions = ["suspend_tenants", "activate_tenants"]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

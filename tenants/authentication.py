@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from billing.outcomes import Signal
 from gateway.otlp.errors import IngestError, Reason
+from tenants.origins import origin_matches
 from tenants.keys import hash_key, is_well_formed, visible_prefix
 from tenants.models import ApiKey, ClientCertificate, Tenant
 
@@ -27,6 +28,7 @@ class Principal:
     limit_overrides: dict | None = None
     sensitive_attribute_keys: tuple[str, ...] = ()
     client_certificate_id: int | None = None
+    allowed_origins: tuple[str, ...] = ()  # browser origins the tenant's keys may send from
 
 
 # last_used_at is written at most this often per key, not on every request.
@@ -53,10 +55,11 @@ def _check_usable(match: ApiKey, signal: Signal, now) -> None:
     if match.revoked_at is not None:
         raise IngestError(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was revoked")
     if match.grace_until is not None and match.grace_until <= now:
-        replacement = f" ({match.replaced_by.prefix}…)" if match.replaced_by_id else ""
+        # Nothing of the new key: whoever holds the old one may not be who should get the new.
         raise IngestError(
             Reason.UNAUTHENTICATED,
-            f"API key {match.prefix}… was rotated on {match.rotated_at:%Y-%m-%d}; use the new key{replacement}",
+            f"API key {match.prefix}… was rotated on {match.rotated_at:%Y-%m-%d}; use the key that replaced it "
+            "(the tenant's admin has it)",
         )
     if match.expires_at is not None and match.expires_at <= now:
         raise IngestError(
@@ -132,6 +135,7 @@ def _certificate_principal(certificate: ClientCertificate) -> Principal:
         limit_overrides=tenant.limit_overrides or None,
         sensitive_attribute_keys=tuple(tenant.sensitive_attribute_keys or ()),
         client_certificate_id=certificate.id,
+        allowed_origins=tuple(tenant.allowed_origins or ()),
     )
 
 
@@ -156,7 +160,7 @@ def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str
     if not is_well_formed(api_key):
         raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
     hashed = hash_key(api_key)
-    candidates = ApiKey.objects.select_related("tenant", "replaced_by").filter(prefix=visible_prefix(api_key))
+    candidates = ApiKey.objects.select_related("tenant").filter(prefix=visible_prefix(api_key))
     match = None
     for candidate in candidates:
         if secrets.compare_digest(candidate.hashed_key, hashed):
@@ -181,4 +185,20 @@ def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str
         limit_overrides=tenant.limit_overrides or None,
         sensitive_attribute_keys=tuple(tenant.sensitive_attribute_keys or ()),
         client_certificate_id=certificate.id if certificate is not None else None,
+        allowed_origins=tuple(tenant.allowed_origins or ()),
     )
+
+
+def check_origin(principal: Principal, origin: str, *, gateway_allows: tuple[str, ...] | None = None) -> None:
+    """A browser request (it carries an Origin) must come from one of the tenant's own sites,
+    and, when `gateway_allows` is given, from one the gateway lets send at all."""
+    if gateway_allows is not None and not any(origin_matches(pattern, origin) for pattern in gateway_allows):
+        raise IngestError(Reason.PERMISSION_DENIED, f"browser requests from {origin[:200]} are not allowed by this "
+                          "gateway (GATEWAY_CORS_ALLOWED_ORIGINS)", tenant_id=principal.tenant_id)
+    if any(origin_matches(pattern, origin) for pattern in principal.allowed_origins):
+        return
+    listed = ", ".join(principal.allowed_origins) or "none"
+    raise IngestError(Reason.PERMISSION_DENIED,
+                      f"tenant {principal.tenant_slug} does not allow browser requests from {origin[:200]} "
+                      f"(its allowed origins: {listed}); a tenant admin adds the site to the tenant's allowed origins",
+                      tenant_id=principal.tenant_id)

@@ -4,7 +4,10 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+MAX_RETENTION_DAYS = 3650
 
 
 class Tenant(models.Model):
@@ -25,7 +28,8 @@ class Tenant(models.Model):
     plan = models.ForeignKey("billing.Plan", null=True, blank=True, on_delete=models.PROTECT, related_name="tenants")
     retention_days = models.PositiveSmallIntegerField(
         default=settings.GATEWAY_DEFAULT_RETENTION_DAYS,
-        help_text="Days this tenant's telemetry is kept in ClickHouse.",
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_RETENTION_DAYS)],
+        help_text="Days this tenant's telemetry is kept in ClickHouse (1 to 3650).",
     )
     limit_overrides = models.JSONField(
         default=dict, blank=True,
@@ -35,6 +39,12 @@ class Tenant(models.Model):
     sensitive_attribute_keys = models.JSONField(
         default=list, blank=True,
         help_text="Attribute keys whose values are encrypted at rest, in addition to the default list.",
+    )
+    allowed_origins = models.JSONField(
+        default=list, blank=True,
+        help_text="Browser origins this tenant's keys may send from (CORS), e.g. "
+                  '["https://app.example.com", "https://*.example.com"]. A request from a browser whose '
+                  "origin is not listed is refused; SDKs and Collectors send no origin and are not affected.",
     )
     require_client_certificate = models.BooleanField(
         default=False,

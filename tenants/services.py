@@ -16,11 +16,12 @@ from tenants import audit
 from tenants.audit import Actor
 from tenants.encryption import create_first_data_key, destroy_data_keys
 from tenants.keys import generate_key, generate_console_token
-from tenants.models import ApiKey, ConsoleToken, Tenant
+from tenants.models import MAX_RETENTION_DAYS, ApiKey, ConsoleToken, Tenant
+from tenants.origins import normalize_origin
 
 ALL_SCOPES = [choice.value for choice in ApiKey.Scope]
 TENANT_FIELDS = ("name", "slug", "status", "plan_id", "retention_days", "limit_overrides", "sensitive_attribute_keys",
-                 "require_client_certificate")
+                 "allowed_origins", "require_client_certificate")
 KEY_FIELDS = ("name", "prefix", "scopes", "expires_at", "revoked_at", "rotated_at", "grace_until", "replaced_by_id")
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 
@@ -46,6 +47,22 @@ def _validate_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes), key=ALL_SCOPES.index)
 
 
+def _validate_tenant_fields(fields: dict[str, Any]) -> None:
+    """Checks (and normalises, in place) the fields every way of saving a tenant passes through."""
+    if "limit_overrides" in fields:
+        validate_overrides(fields["limit_overrides"])
+    if "retention_days" in fields:
+        days = fields["retention_days"]
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_RETENTION_DAYS:
+            raise ValueError(f"retention_days must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, "
+                             f"got {days!r}")
+    if "allowed_origins" in fields:
+        origins = fields["allowed_origins"] or []
+        if not isinstance(origins, list) or not all(isinstance(origin, str) for origin in origins):
+            raise ValueError("allowed_origins must be a list of origins like \"https://app.example.com\"")
+        fields["allowed_origins"] = sorted({normalize_origin(origin) for origin in origins})
+
+
 @transaction.atomic
 def create_tenant(*, actor: Actor, name: str, slug: str | None = None, **fields: Any) -> Tenant:
     slug = slug or slugify(name)
@@ -54,8 +71,7 @@ def create_tenant(*, actor: Actor, name: str, slug: str | None = None, **fields:
     if Tenant.objects.filter(slug=slug).exists():
         raise ValueError(f"a tenant with slug {slug!r} already exists")
     plan = fields.pop("plan", None)
-    if "limit_overrides" in fields:
-        validate_overrides(fields["limit_overrides"])
+    _validate_tenant_fields(fields)
     tenant = Tenant.objects.create(name=name, slug=slug, **fields)
     create_first_data_key(tenant)
     audit.record(actor=actor, action="tenant.created", target_type="tenant", target_id=tenant.id,
@@ -73,8 +89,7 @@ def update_tenant(*, actor: Actor, tenant: Tenant, **fields: Any) -> Tenant:
         raise ValueError(f"cannot change {unknown} this way")
     if "slug" in fields and Tenant.objects.filter(slug=fields["slug"]).exclude(pk=tenant.pk).exists():
         raise ValueError(f"a tenant with slug {fields['slug']!r} already exists")
-    if "limit_overrides" in fields:
-        validate_overrides(fields["limit_overrides"])
+    _validate_tenant_fields(fields)
     if "plan" in fields:
         plan = fields.pop("plan")
         if plan != tenant.plan:

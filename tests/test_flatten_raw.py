@@ -12,10 +12,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from storage.flatten import raw
-from storage.flatten.common import MAX_TIMESTAMP_NS, attributes, valid_id
+from storage.flatten.common import MAX_TIMESTAMP_NS, TimeWindow, attributes, valid_id
 from storage.flatten.traces import COLUMNS, flatten_traces
 
 TENANT = "0b6f6c3e-2f4e-4d8e-9a57-1f0c0d6a9e11"
+# The reference below knows nothing of retention: compare over every time DateTime64 holds
+# (tests/test_time_bounds.py covers the window).
+ANY_TIME = TimeWindow(oldest_ns=1, newest_ns=MAX_TIMESTAMP_NS, retention_days=7, future_grace_seconds=0)
 
 
 # --- the reference: each field read from the parsed message, as the flattener first did --------
@@ -79,7 +82,7 @@ def _ordered(value):
 
 def assert_same_as_reference(request) -> None:
     rows, problems = _reference(request)
-    flat = flatten_traces(request, tenant_id=TENANT, retention_days=7)
+    flat = flatten_traces(request, tenant_id=TENANT, retention_days=7, window=ANY_TIME)
     assert (flat.accepted, flat.rejected) == (len(rows), len(problems))
     assert flat.rejection_examples == problems[:3]
     if not rows:
@@ -229,7 +232,7 @@ def test_each_rejection_reason_is_worded_as_before():
             span.events.add(time_unix_nano=3, name="e")
             span.links.add(trace_id=rng.randbytes(16), span_id=rng.randbytes(8))
         _break(scope_spans.spans[0], fault, rng)
-        flat = flatten_traces(request, tenant_id=TENANT, retention_days=7)
+        flat = flatten_traces(request, tenant_id=TENANT, retention_days=7, window=ANY_TIME)
         assert (flat.accepted, flat.rejected) == (1, 1)
         assert_same_as_reference(request)
 
@@ -237,8 +240,9 @@ def test_each_rejection_reason_is_worded_as_before():
 def test_a_request_parsed_as_the_raw_view_flattens_the_same():
     for seed in range(5):
         request = _random_request(random.Random(seed))
-        direct = flatten_traces(raw.RawTraces.FromString(request.SerializeToString()), tenant_id=TENANT, retention_days=7)
-        usual = flatten_traces(request, tenant_id=TENANT, retention_days=7)
+        direct = flatten_traces(raw.RawTraces.FromString(request.SerializeToString()), tenant_id=TENANT,
+                                retention_days=7, window=ANY_TIME)
+        usual = flatten_traces(request, tenant_id=TENANT, retention_days=7, window=ANY_TIME)
         assert (direct.accepted, direct.rejected, direct.rejection_examples) == (usual.accepted, usual.rejected,
                                                                                usual.rejection_examples)
         assert _ordered([b.columns for b in direct.batches]) == _ordered([b.columns for b in usual.batches])

@@ -6,6 +6,7 @@ import base64
 import enum
 import io
 import json
+import re
 import zlib
 from typing import Any
 
@@ -136,26 +137,64 @@ def _unzstd(body: bytes, *, limit: int) -> bytes:
     return b"".join(parts)
 
 
+# What a hostile body can make the JSON parser and protobuf's JSON mapping raise: nesting past
+# the recursion limit, numbers past any range (an enum of 1e999), strings protobuf will not take
+# (a lone surrogate), values of the wrong type at any depth.
+_JSON_ERRORS = (ValueError, TypeError, RecursionError, OverflowError, UnicodeError, KeyError, IndexError,
+                AttributeError, SystemError, json_format.ParseError)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(document: Any) -> str | None:
+    """The first string (key or value) holding a lone UTF-16 surrogate, which JSON's \\u escapes
+    can spell but no UTF-8 string can hold; protobuf fails on it deep inside."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return node
+    return None
+
+
 def parse(signal: Signal, data: bytes, encoding: Encoding) -> Message:
     if encoding is Encoding.PROTOBUF:
         message = PROTOBUF_PARSE_TYPES[signal]()
         try:
             message.ParseFromString(data)
-        except (DecodeError, RuntimeError, ValueError) as exc:
+        except (DecodeError, RuntimeError, ValueError, RecursionError) as exc:
             raise IngestError(Reason.UNDECODABLE, f"body is not a valid {message.DESCRIPTOR.name} protobuf: {exc}") from exc
         return message
     message = REQUEST_TYPES[signal]()
     try:
         document = json.loads(data)
+    except RecursionError as exc:
+        raise IngestError(Reason.UNDECODABLE, "body is not valid OTLP/JSON: nested too deeply") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise IngestError(Reason.UNDECODABLE, f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise IngestError(Reason.UNDECODABLE, "OTLP/JSON body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(data):
+        bad = _lone_surrogate(document)
+        if bad is not None:
+            raise IngestError(Reason.UNDECODABLE, f"body is not valid OTLP/JSON: the string {bad[:60]!r} holds a "
+                              "lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)")
     _hex_ids_to_base64(signal, document)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        raise IngestError(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: {exc}") from exc
+    except RecursionError as exc:
+        raise IngestError(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
+                          "nested too deeply") from exc
+    except _JSON_ERRORS as exc:
+        raise IngestError(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
+                          f"{str(exc)[:500]}") from exc
     return message
 
 

@@ -28,7 +28,12 @@ class Reason(enum.Enum):
     DAILY_QUOTA = _Reply(429, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.OVER_QUOTA, True)
     # Retrying cannot help (the stored-data cap): no Retry-After, no RetryInfo, not a 429.
     QUOTA_EXHAUSTED = _Reply(403, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.OVER_QUOTA, False)
+    # Only what can succeed when retried says so: storage unreachable, a timeout, shutting down.
     STORAGE_UNAVAILABLE = _Reply(503, grpc.StatusCode.UNAVAILABLE, Outcome.STORAGE_UNAVAILABLE, True)
+    # Rows storage refuses for what they are (retrying the same request fails the same way).
+    UNSTORABLE = _Reply(400, grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID, False)
+    # A fault of the gateway's own (logged with the reference in the message).
+    INTERNAL = _Reply(500, grpc.StatusCode.INTERNAL, Outcome.INTERNAL_ERROR, False)
 
     @property
     def http_status(self) -> int:
@@ -44,11 +49,17 @@ class Reason(enum.Enum):
 
 
 class IngestError(Exception):
-    """A request the gateway refuses as a whole. `message` is shown to the sender."""
+    """A request the gateway refuses as a whole. `message` is shown to the sender; `tenant_id`
+    and `principal` say who sent it, once that is known (for metering and metrics)."""
 
-    def __init__(self, reason: Reason, message: str, *, retry_after_seconds: int | None = None):
+    def __init__(self, reason: Reason, message: str, *, retry_after_seconds: int | None = None,
+                 tenant_id: str | None = None):
+        # A message quotes what the sender sent; a lone surrogate in it could not be encoded in
+        # the reply.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retry_after_seconds = retry_after_seconds if reason.value.retryable else None
-        self.tenant_id: str | None = None  # set once the sender is known, for usage metering
+        self.tenant_id = tenant_id
+        self.principal = None  # tenants.authentication.Principal, set by the pipeline

@@ -51,8 +51,11 @@ def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_
                                   client_cert_sha256=grpc_peer_certificate_sha256(context))
         except IngestError as exc:
             record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
-                          error=exc, principal=getattr(exc, "principal", None))
+                          error=exc, principal=exc.principal)
             context.abort_with_status(rpc_status.to_status(replies.error_status(exc)))
+        except Exception:  # the pipeline maps every failure; this is the net under this code
+            log.exception("OTLP/gRPC %s request failed outside the pipeline", signal)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; the gateway's operators have the details")
         record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
                       result=result)
         return result.response.SerializeToString()

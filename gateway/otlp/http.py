@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from billing.outcomes import Signal
 from gateway.metrics import Transport, record_export
-from gateway.otlp import replies, runtime
+from gateway.otlp import cors, replies, runtime
 from gateway.otlp.decode import Encoding, encoding_for
 from gateway.otlp.errors import IngestError, Reason
 from gateway.tls import wsgi_peer_certificate_sha256
@@ -82,18 +82,29 @@ def _pipeline() -> runtime.Pipeline:
         ) from exc
 
 
+def _reply_encoding(content_type: str | None) -> Encoding:
+    """Replies are in the request's content type; protobuf when that is not one we speak."""
+    try:
+        return encoding_for(content_type)
+    except IngestError:
+        return Encoding.PROTOBUF
+
+
 def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and origin:
+        return cors.preflight(request, origin)
+    return cors.decorate(_post(request, signal, origin), origin)
+
+
+def _post(request: HttpRequest, signal: Signal, origin: str | None) -> HttpResponse:
     if request.method != "POST":
         response = HttpResponse(f"use POST to send OTLP {signal}\n", status=405, content_type="text/plain")
         response["Allow"] = "POST"
         return response
     started = time.perf_counter()
-    encoding = Encoding.PROTOBUF
-    try:
-        encoding = encoding_for(request.META.get("CONTENT_TYPE"))
-    except IngestError as exc:
-        record_export(Transport.HTTP, signal, started=started, body_bytes=0, error=exc)
-        return _error(exc, Encoding.PROTOBUF)
+    content_type = request.META.get("CONTENT_TYPE")
+    encoding = _reply_encoding(content_type)
     api_key = credentials_from_headers(request.headers.get("Authorization"), request.headers.get("X-Api-Key"))
     received = []  # the body, once read: only after authentication
 
@@ -102,28 +113,36 @@ def _export(request: HttpRequest, signal: Signal) -> HttpResponse:
         return received[0]
 
     try:
-        result = _pipeline().run(signal=signal, api_key=api_key, read_body=read_body, encoding=encoding,
-                                 content_encoding=request.headers.get("Content-Encoding"),
-                                 client_cert_sha256=wsgi_peer_certificate_sha256(request.META))
+        result = _pipeline().run(signal=signal, api_key=api_key, read_body=read_body, encoding=None,
+                                 content_type=content_type, content_encoding=request.headers.get("Content-Encoding"),
+                                 client_cert_sha256=wsgi_peer_certificate_sha256(request.META), origin=origin,
+                                 gateway_origins=tuple(settings.GATEWAY_CORS_ALLOWED_ORIGINS))
     except IngestError as exc:
         record_export(Transport.HTTP, signal, started=started, body_bytes=len(received[0]) if received else 0,
-                      error=exc, principal=getattr(exc, "principal", None))
+                      error=exc, principal=exc.principal)
         return _error(exc, encoding)
     body = received[0]
     record_export(Transport.HTTP, signal, started=started, body_bytes=len(body), result=result)
     return _reply(replies.encode(result.response, encoding), 200, encoding)
 
 
-@csrf_exempt
-def traces(request: HttpRequest) -> HttpResponse:
-    return _export(request, Signal.TRACES)
+def _guarded(signal: Signal):
+    """The view for `signal`. The pipeline turns every failure into an IngestError; this is the
+    net under the transport's own code, so that not even a bug here answers with an HTML page."""
+
+    @csrf_exempt
+    def view(request: HttpRequest) -> HttpResponse:
+        try:
+            return _export(request, signal)
+        except Exception:
+            log.exception("OTLP/HTTP %s request failed outside the pipeline", signal)
+            error = IngestError(Reason.INTERNAL, "internal error; the gateway's operators have the details")
+            return _error(error, _reply_encoding(request.META.get("CONTENT_TYPE")))
+
+    view.__name__ = str(signal)
+    return view
 
 
-@csrf_exempt
-def metrics(request: HttpRequest) -> HttpResponse:
-    return _export(request, Signal.METRICS)
-
-
-@csrf_exempt
-def logs(request: HttpRequest) -> HttpResponse:
-    return _export(request, Signal.LOGS)
+traces = _guarded(Signal.TRACES)
+metrics = _guarded(Signal.METRICS)
+logs = _guarded(Signal.LOGS)

@@ -5,10 +5,11 @@ with every request's outcome metered in the usage table."""
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from google.protobuf.message import Message
 
 from billing.admission import Admission
@@ -18,8 +19,9 @@ from gateway.otlp import decode
 from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.prepare import PreparePool, prepare
 from storage.batcher import Batcher
-from storage.clickhouse import StorageUnavailable
-from tenants.authentication import Principal, authenticate
+from storage.clickhouse import StorageError
+from storage.flatten.common import DEFAULT_FUTURE_GRACE_SECONDS, TimeWindow
+from tenants.authentication import Principal, authenticate, check_origin
 from tenants.encryption import key_ring, sensitive_keys
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,44 @@ class ExportResult:
     response: Message  # the Export*ServiceResponse to send back
 
 
+class _Meter:
+    """A request's usage record, written exactly once when the request ends: with its data when
+    it is stored (`recorded_with_the_data`), or as the refusal's outcome (`record`)."""
+
+    def __init__(self, batcher: Batcher, signal: Signal):
+        self.batcher, self.signal = batcher, signal
+        self.principal: Principal | None = None
+        self.items = self.body_bytes = 0
+        self.done = False
+
+    def recorded_with_the_data(self) -> None:
+        self.done = True
+
+    def record(self, outcome: Outcome, *, tenant_id: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        tenant_id = self.principal.tenant_id if self.principal else tenant_id
+        self.batcher.write_later([usage_batch(tenant_id=tenant_id, signal=self.signal, outcome=outcome,
+                                              items=self.items, items_accepted=0, body_bytes=self.body_bytes)])
+
+
+def _is_cache_outage(exc: Exception) -> bool:
+    """A connection error of the shared cache (Redis) that holds rate limits and quotas."""
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:
+        return False
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError))
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     max_decompressed_bytes: int
     store_timeout_seconds: float
     retry_after_seconds: int
+    future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS
 
 
 class Pipeline:
@@ -69,39 +104,76 @@ class Pipeline:
         signal: Signal,
         api_key: str | None,
         read_body: Callable[[], bytes],
-        encoding: decode.Encoding = decode.Encoding.PROTOBUF,
+        encoding: decode.Encoding | None = decode.Encoding.PROTOBUF,
+        content_type: str | None = None,
         content_encoding: str | None = None,
         client_cert_sha256: str | None = None,
+        origin: str | None = None,
+        gateway_origins: tuple[str, ...] | None = None,
     ) -> ExportResult:
         """One OTLP Export from credentials (an API key and/or the fingerprint of the verified
         TLS client certificate) to reply. `read_body` is called only once the sender is known.
-        Raises IngestError (with `.principal` set when known) for a refused request; every
-        request, refused or not, is metered."""
-        principal, body, items = None, b"", 0
+        `encoding` None: chosen from `content_type` once the sender is known (so an unsupported
+        one is metered to its tenant). Raises IngestError (with `.principal` set when known) for
+        a refused request, whatever went wrong; every request, refused or not, is metered
+        exactly once, when it ends. `origin`: a browser's Origin header, which must be one of
+        the tenant's allowed origins and of `gateway_origins` (a browser may have cached a
+        preflight from before its origin was removed there)."""
+        meter = _Meter(self.batcher, signal)
         try:
             principal = self.authenticate(api_key, signal, client_cert_sha256=client_cert_sha256)
+            meter.principal = principal
+            if origin is not None:
+                check_origin(principal, origin, gateway_allows=gateway_origins)
+            if encoding is None:
+                encoding = decode.encoding_for(content_type)
             body = read_body()
+            meter.body_bytes = len(body)
             if self.admission is not None:
                 self.admission.check_size(principal, len(body))
             data = decode.decompress(body, content_encoding, limit=self.config.max_decompressed_bytes)
             request = decode.parse(signal, data, encoding)
-            items = decode.item_count(signal, request)
+            meter.items = items = decode.item_count(signal, request)
             if self.admission is not None:
                 self.admission.admit(principal, signal, items=items, body_bytes=len(body))
             # The protobuf bytes go to a prepare worker as they came; JSON is sent as protobuf.
             protobuf = data if encoding is decode.Encoding.PROTOBUF else None
-            return self._store(principal, signal, request, protobuf, items=items, body_bytes=len(body))
+            result = self._store(principal, signal, request, protobuf, items=items, body_bytes=len(body))
+            meter.recorded_with_the_data()
+            return result
         except IngestError as exc:
-            exc.principal = principal
-            tenant_id = principal.tenant_id if principal else exc.tenant_id
-            self.batcher.write_later([usage_batch(tenant_id=tenant_id, signal=signal, outcome=exc.reason.outcome,
-                                                  items=items, items_accepted=0, body_bytes=len(body))])
+            exc.principal = meter.principal
+            meter.record(exc.reason.outcome, tenant_id=exc.tenant_id)
             raise
+        except Exception as exc:
+            error = self._unexpected(exc, meter, signal)
+            error.principal = meter.principal
+            meter.record(error.reason.outcome)
+            raise error from exc
+        finally:
+            meter.record(Outcome.INTERNAL_ERROR)  # only if nothing above did (an interrupt, say)
+
+    def _unexpected(self, exc: Exception, meter: "_Meter", signal: Signal) -> IngestError:
+        """The reply for a failure that is not a refusal: a database or cache that cannot be
+        reached can succeed later; anything else is a fault of ours, logged with a reference."""
+        who = meter.principal.tenant_slug if meter.principal else "an unauthenticated sender"
+        if isinstance(exc, (OperationalError, InterfaceError)) or _is_cache_outage(exc):
+            what = "database" if isinstance(exc, DatabaseError) else "rate-limit store"
+            log.error("%s export from %s refused: the %s is unreachable: %s", signal, who, what, exc)
+            return IngestError(Reason.STORAGE_UNAVAILABLE, f"the gateway cannot reach its {what} right now; "
+                               "nothing from this request was stored, retry later",
+                               retry_after_seconds=self.config.retry_after_seconds)
+        reference = uuid.uuid4().hex[:12]
+        log.exception("%s export from %s failed with an internal error (reference %s)", signal, who, reference)
+        return IngestError(Reason.INTERNAL, f"internal error (reference {reference}); nothing from this request "
+                           "was stored; the gateway's operators have the details")
 
     def _store(self, principal: Principal, signal: Signal, request: Message, protobuf: bytes | None, *,
                items: int, body_bytes: int) -> ExportResult:
         ring, sensitive = key_ring(principal.tenant_id), sensitive_keys(principal.sensitive_attribute_keys)
         timeout = self.config.store_timeout_seconds
+        window = TimeWindow.now(retention_days=principal.retention_days,
+                                future_grace_seconds=self.config.future_grace_seconds)
         try:
             # While this request's rows are being prepared, an INSERT about to be written waits
             # for them (up to the linger); a request alone is written at once.
@@ -110,20 +182,23 @@ class Pipeline:
                     prepared = self.workers.prepare(
                         signal, request.SerializeToString() if protobuf is None else protobuf,
                         tenant_id=principal.tenant_id, retention_days=principal.retention_days, ring=ring,
-                        sensitive=sensitive, timeout=timeout,
+                        sensitive=sensitive, timeout=timeout, window=window,
                     )
                 else:
                     prepared = prepare(signal, request, tenant_id=principal.tenant_id,
                                        retention_days=principal.retention_days, ring=ring, sensitive=sensitive,
-                                       encode=self.batcher.encode)
+                                       encode=self.batcher.encode, window=window)
                 outcome = Outcome.PARTIALLY_ACCEPTED if prepared.rejected else Outcome.ACCEPTED
                 usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
                                     items_accepted=prepared.accepted, body_bytes=body_bytes)
                 # The usage row travels with the data, so accepted usage matches the stored rows.
                 self.batcher.write_encoded([*prepared.blocks, *self.batcher.encode([usage])], timeout=timeout,
                                            expectation=expectation)
-        except StorageUnavailable as exc:
+        except StorageError as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
+            if not exc.retryable:
+                raise IngestError(Reason.UNSTORABLE, f"the rows of this request cannot be stored, and would not be "
+                                  f"on a retry: {exc}") from exc
             raise IngestError(Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE,
                               retry_after_seconds=self.config.retry_after_seconds) from exc
         response = decode.RESPONSE_TYPES[signal]()

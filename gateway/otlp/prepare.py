@@ -35,8 +35,9 @@ from gateway.otlp import decode
 from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.worker import init_worker
 from storage.batcher import EncodedBlock
-from storage.clickhouse import StorageUnavailable, column_types, encode_native
+from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
 from storage.flatten import FLATTENERS, TABLES, TableBatch
+from storage.flatten.common import TimeWindow
 from tenants.encryption import KeyRing
 from tenants.protect import protect
 
@@ -54,11 +55,12 @@ class Prepared:
 def prepare(
     signal: Signal, request: Message, *, tenant_id: str, retention_days: int, ring: KeyRing,
     sensitive: frozenset[str], encode: Callable[[list[TableBatch]], list[EncodedBlock]],
+    window: TimeWindow | None = None,
 ) -> Prepared:
     """flatten -> protect -> encode one parsed request. Raises IngestError for an attribute that
-    cannot be read, StorageUnavailable for rows the column types cannot hold."""
+    cannot be read, RowsRejected for rows the column types cannot hold."""
     try:
-        flattened = FLATTENERS[signal](request, tenant_id=tenant_id, retention_days=retention_days)
+        flattened = FLATTENERS[signal](request, tenant_id=tenant_id, retention_days=retention_days, window=window)
     except (UnicodeDecodeError, DecodeError) as exc:
         raise decode.undecodable_attribute(signal, exc) from exc
     protect(flattened.batches, ring=ring, sensitive=sensitive)
@@ -75,6 +77,7 @@ class _Job:
     data_keys: dict[int, bytes]  # the tenant's current data key, {version: key}; empty if it has none
     types: dict[str, dict[str, str]]  # table -> column -> ClickHouse type name
     server_tz: Any
+    window: TimeWindow | None  # item timestamps the tenant's tables keep
 
 
 # --- in a worker process ------------------------------------------------------------------------
@@ -105,18 +108,18 @@ def _encoder(types: dict[str, dict[str, str]], server_tz) -> Callable[[list[Tabl
 
 def _run(job: _Job) -> tuple:
     """A job's outcome as plain data: ("ok", Prepared), or ("refused", reason name, message),
-    or ("unavailable", message)."""
+    ("rejected", message) for rows storage cannot hold, or ("unavailable", message)."""
     try:
         request = decode.parse(job.signal, job.data, decode.Encoding.PROTOBUF)
         prepared = prepare(
             job.signal, request, tenant_id=job.tenant_id, retention_days=job.retention_days,
             ring=_ring(job.tenant_id, job.data_keys), sensitive=job.sensitive,
-            encode=_encoder(job.types, job.server_tz),
+            encode=_encoder(job.types, job.server_tz), window=job.window,
         )
     except IngestError as exc:
         return ("refused", exc.reason.name, exc.message)
-    except StorageUnavailable as exc:
-        return ("unavailable", str(exc))
+    except StorageError as exc:
+        return ("rejected" if not exc.retryable else "unavailable", str(exc))
     return ("ok", prepared)
 
 
@@ -178,12 +181,12 @@ class PreparePool:
 
     def prepare(
         self, signal: Signal, data: bytes, *, tenant_id: str, retention_days: int, ring: KeyRing,
-        sensitive: frozenset[str], timeout: float,
+        sensitive: frozenset[str], timeout: float, window: TimeWindow | None = None,
     ) -> Prepared:
         """`prepare` for a request given as protobuf bytes, in a worker process."""
         data_keys = {} if ring.current is None else {ring.current: ring.keys[ring.current]}  # encrypts
         job = _Job(signal, data, tenant_id, retention_days, sensitive, data_keys,
-                   self._type_names(TABLES[signal]), self._server_tz())
+                   self._type_names(TABLES[signal]), self._server_tz(), window)
         executor = self._executor
         if executor is None:
             raise StorageUnavailable("the gateway is shutting down; nothing was stored")
@@ -206,6 +209,8 @@ class PreparePool:
             return outcome[1]
         if kind == "refused":
             raise IngestError(Reason[outcome[1]], outcome[2])
+        if kind == "rejected":
+            raise RowsRejected(outcome[1])
         raise StorageUnavailable(outcome[1])
 
     def _replace(self, broken: ProcessPoolExecutor, exc: Exception) -> None:

@@ -42,6 +42,7 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         max_decompressed_bytes=settings.GATEWAY_MAX_DECOMPRESSED_BYTES,
         store_timeout_seconds=settings.GATEWAY_STORE_TIMEOUT_SECONDS,
         retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
+        future_grace_seconds=settings.GATEWAY_FUTURE_GRACE_SECONDS,
     )
     workers = None
     processes = prepare_processes(store)

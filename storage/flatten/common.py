@@ -3,12 +3,57 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # DateTime64(9) holds signed 64-bit nanoseconds; OTLP sends unsigned 64-bit.
 MAX_TIMESTAMP_NS = 2**63 - 1
 MAX_REJECTION_EXAMPLES = 3
+DEFAULT_FUTURE_GRACE_SECONDS = 600
+_DAY_NS = 86_400 * 10**9
+
+
+def _iso(ns: int) -> str:
+    try:
+        return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{ns} ns since 1970"
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The item timestamps a tenant's tables keep: none older than its retention (the TTL would
+    drop them unseen) and none further in the future than the grace (a sender's clock that is
+    wrong). Items outside are rejected one by one, as Loki and Mimir reject old samples."""
+
+    oldest_ns: int
+    newest_ns: int
+    retention_days: int
+    future_grace_seconds: int
+
+    @classmethod
+    def at(cls, now_ns: int, *, retention_days: int,
+           future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> "TimeWindow":
+        return cls(oldest_ns=now_ns - retention_days * _DAY_NS,
+                   newest_ns=min(MAX_TIMESTAMP_NS, now_ns + future_grace_seconds * 10**9),
+                   retention_days=retention_days, future_grace_seconds=future_grace_seconds)
+
+    @classmethod
+    def now(cls, *, retention_days: int, future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> "TimeWindow":
+        return cls.at(time.time_ns(), retention_days=retention_days, future_grace_seconds=future_grace_seconds)
+
+    def problem(self, what: str, timestamp_ns: int) -> str | None:
+        """Why an item stamped `timestamp_ns` is rejected, or None."""
+        if timestamp_ns < self.oldest_ns:
+            return (f"{what}: timestamp {_iso(timestamp_ns)} is older than the tenant's retention of "
+                    f"{self.retention_days} days (oldest kept: {_iso(self.oldest_ns)}), so it would never be visible")
+        if timestamp_ns > self.newest_ns:
+            minutes = self.future_grace_seconds / 60
+            return (f"{what}: timestamp {_iso(timestamp_ns)} is more than {minutes:g} minutes in the future "
+                    f"(latest accepted: {_iso(self.newest_ns)}); check the sender's clock")
+        return None
 
 
 @dataclass
@@ -97,7 +142,14 @@ def attributes(key_values) -> dict[str, str]:
 
 
 def valid_id(raw: bytes, size: int, *, optional: bool) -> bool:
+    """A required id must be `size` bytes and not all zero; an optional one may also be empty
+    or all zero (OTLP's "no id": stored as empty, as the Collector does)."""
     n = len(raw)
     if n == 0:
         return optional
-    return n == size and raw != b"\x00" * size
+    return n == size and (optional or raw != b"\x00" * size)
+
+
+def optional_id_hex(raw: bytes) -> str:
+    """An optional id as stored: hex, or empty for none (empty or all zero)."""
+    return raw.hex() if raw.strip(b"\x00") else ""

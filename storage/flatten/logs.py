@@ -8,8 +8,10 @@ from storage.flatten.common import (
     Flattened,
     Rejections,
     TableBatch,
+    TimeWindow,
     any_value_str,
     attributes,
+    optional_id_hex,
     valid_id,
 )
 from storage.schema import LOGS_TABLE
@@ -21,7 +23,7 @@ COLUMNS = (
 )
 
 
-def _record_problem(record) -> str | None:
+def _record_problem(record, timestamp_ns: int, window: TimeWindow) -> str | None:
     if not valid_id(record.trace_id, 16, optional=True):
         return f"log record: trace_id must be 16 bytes or empty, got {len(record.trace_id)} bytes"
     if not valid_id(record.span_id, 8, optional=True):
@@ -30,15 +32,16 @@ def _record_problem(record) -> str | None:
         return "log record: timestamp is beyond the year 2262"
     if not 0 <= record.severity_number <= 24:
         return f"log record: severity_number {record.severity_number} is outside 0..24"
-    return None
+    return window.problem("log record", timestamp_ns)
 
 
-def flatten_logs(request, *, tenant_id: str, retention_days: int) -> Flattened:
+def flatten_logs(request, *, tenant_id: str, retention_days: int, window: TimeWindow | None = None) -> Flattened:
     cols = [[] for _ in COLUMNS]
     (_tenant, ts, observed, trace_id, span_id, flags, sev_text, sev_num, service, body, event_name,
      res_schema, res_attrs, scope_schema, scope_name, scope_version, scope_attrs, log_attrs,
      _retention) = cols
     received_ns = time.time_ns()
+    window = window or TimeWindow.at(received_ns, retention_days=retention_days)
     rejections = Rejections()
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
@@ -48,17 +51,18 @@ def flatten_logs(request, *, tenant_id: str, retention_days: int) -> Flattened:
             scope = scope_logs.scope
             sattrs = attributes(scope.attributes)
             for record in scope_logs.log_records[:]:  # a list; see common.attributes
-                problem = _record_problem(record)
-                if problem:
-                    rejections.add(problem)
-                    continue
                 # As the Collector does: the observed time stands in for a missing event time,
                 # and the receive time for both.
                 obs = record.observed_time_unix_nano or received_ns
-                ts.append(record.time_unix_nano or obs)
+                timestamp = record.time_unix_nano or obs
+                problem = _record_problem(record, timestamp, window)
+                if problem:
+                    rejections.add(problem)
+                    continue
+                ts.append(timestamp)
                 observed.append(obs)
-                trace_id.append(record.trace_id.hex())
-                span_id.append(record.span_id.hex())
+                trace_id.append(optional_id_hex(record.trace_id))
+                span_id.append(optional_id_hex(record.span_id))
                 flags.append(record.flags & 0xFF)
                 sev_text.append(record.severity_text)
                 sev_num.append(record.severity_number)

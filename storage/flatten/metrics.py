@@ -6,7 +6,9 @@ from storage.flatten.common import (
     Flattened,
     Rejections,
     TableBatch,
+    TimeWindow,
     attributes,
+    optional_id_hex,
     valid_id,
 )
 from storage.schema import EXP_HISTOGRAM_TABLE, GAUGE_TABLE, HISTOGRAM_TABLE, SUM_TABLE, SUMMARY_TABLE
@@ -78,18 +80,21 @@ def _exemplars(point) -> tuple[list, list, list, list, list]:
         [attributes(e.filtered_attributes) for e in exemplars],
         [e.time_unix_nano for e in exemplars],
         [e.as_int if e.WhichOneof("value") == "as_int" else e.as_double for e in exemplars],
-        [e.span_id.hex() for e in exemplars],
-        [e.trace_id.hex() for e in exemplars],
+        [optional_id_hex(e.span_id) for e in exemplars],
+        [optional_id_hex(e.trace_id) for e in exemplars],
     )
 
 
-def _point_problem(metric, point) -> str | None:
+def _point_problem(metric, point, window: TimeWindow) -> str | None:
     if not metric.name:
         return "metric with an empty name"
     if point.time_unix_nano == 0:
         return f"metric {metric.name!r}: data point time_unix_nano is missing"
     if point.time_unix_nano > MAX_TIMESTAMP_NS or point.start_time_unix_nano > MAX_TIMESTAMP_NS:
         return f"metric {metric.name!r}: timestamp is beyond the year 2262"
+    problem = window.problem(f"metric {metric.name!r} data point", point.time_unix_nano)
+    if problem:
+        return problem
     for exemplar in getattr(point, "exemplars", ()):
         if not valid_id(exemplar.trace_id, 16, optional=True) or not valid_id(exemplar.span_id, 8, optional=True):
             return f"metric {metric.name!r}: exemplar ids must be a 16-byte trace_id and 8-byte span_id, or empty"
@@ -100,7 +105,8 @@ def _point_problem(metric, point) -> str | None:
     return None
 
 
-def flatten_metrics(request, *, tenant_id: str, retention_days: int) -> Flattened:
+def flatten_metrics(request, *, tenant_id: str, retention_days: int, window: TimeWindow | None = None) -> Flattened:
+    window = window or TimeWindow.now(retention_days=retention_days)
     tables: dict[str, list[list]] = {}
     rejections = Rejections()
     accepted = 0
@@ -125,7 +131,7 @@ def flatten_metrics(request, *, tenant_id: str, retention_days: int) -> Flattene
                     cols = tables[table] = [[] for _ in column_names(table)]
                 metric_head = head + (metric.name, metric.description, metric.unit)
                 for point in body.data_points[:]:
-                    problem = _point_problem(metric, point)
+                    problem = _point_problem(metric, point, window)
                     if problem:
                         rejections.add(problem)
                         continue

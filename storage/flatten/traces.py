@@ -6,6 +6,7 @@ from storage.flatten.common import (
     Flattened,
     Rejections,
     TableBatch,
+    TimeWindow,
     valid_id,
 )
 from storage.flatten.raw import raw_attributes, raw_traces
@@ -25,7 +26,7 @@ _STATUS_NAMES = dict(enumerate(STATUS_CODES))
 _ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
 
 
-def _span_problem(span) -> str | None:
+def _span_problem(span, window: TimeWindow) -> str | None:
     """Why `span` is rejected, or None. The loop below tests the same conditions inline and
     calls this only to word the rejection."""
     if not valid_id(span.trace_id, 16, optional=False):
@@ -38,6 +39,9 @@ def _span_problem(span) -> str | None:
         return f"span {span.name!r}: start_time_unix_nano is missing"
     if span.start_time_unix_nano > MAX_TIMESTAMP_NS or span.end_time_unix_nano > MAX_TIMESTAMP_NS:
         return f"span {span.name!r}: timestamp is beyond the year 2262"
+    problem = window.problem(f"span {span.name!r}", span.start_time_unix_nano)
+    if problem:
+        return problem
     for event in span.events:
         if event.time_unix_nano > MAX_TIMESTAMP_NS:
             return f"span {span.name!r}: event {event.name!r} timestamp is beyond the year 2262"
@@ -47,7 +51,7 @@ def _span_problem(span) -> str | None:
     return None
 
 
-def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened:
+def flatten_traces(request, *, tenant_id: str, retention_days: int, window: TimeWindow | None = None) -> Flattened:
     """Rows for the spans of `request` (an ExportTraceServiceRequest), read through its raw view
     (storage.flatten.raw). Events and links become tuples (`()` when there are none): a tuple of
     strings, numbers and maps is one the garbage collector stops tracking, where a list is
@@ -57,6 +61,8 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened
      scope_name, scope_version, span_attrs, duration, status_code, status_message, ev_ts, ev_name,
      ev_attrs, ln_trace, ln_span, ln_state, ln_attrs, _retention) = cols
     rejections = Rejections()
+    window = window or TimeWindow.now(retention_days=retention_days)
+    oldest, newest = window.oldest_ns, window.newest_ns
     for resource_spans in raw_traces(request).resource_spans:
         resource = raw_attributes(resource_spans.resource.attributes)
         service_name = resource.get("service.name", "")
@@ -68,9 +74,10 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
                 if (
                     len(tid) != 16 or tid == _ZERO_TRACE_ID or len(sid) != 8 or sid == _ZERO_SPAN_ID
-                    or (pid and len(pid) != 8) or not start or start > MAX_TIMESTAMP_NS or end > MAX_TIMESTAMP_NS
+                    or (pid and len(pid) != 8) or not start or start < oldest or start > newest
+                    or end > MAX_TIMESTAMP_NS
                 ):
-                    rejections.add(_span_problem(span))
+                    rejections.add(_span_problem(span, window))
                     continue
                 events, links = span.events, span.links
                 if events:
@@ -80,7 +87,7 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened
                         e_name.append(event.name)
                         e_attrs.append(raw_attributes(event.attributes))
                     if max(e_ts) > MAX_TIMESTAMP_NS:
-                        rejections.add(_span_problem(span))
+                        rejections.add(_span_problem(span, window))
                         continue
                     events = (tuple(e_ts), tuple(e_name), tuple(e_attrs))
                 else:
@@ -93,7 +100,7 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int) -> Flattened
                         l_state.append(link.trace_state)
                         l_attrs.append(raw_attributes(link.attributes))
                     if any(len(t) != 16 for t in l_trace) or any(len(s) != 8 for s in l_span):
-                        rejections.add(_span_problem(span))
+                        rejections.add(_span_problem(span, window))
                         continue
                     links = (tuple(t.hex() for t in l_trace), tuple(s.hex() for s in l_span), tuple(l_state),
                              tuple(l_attrs))

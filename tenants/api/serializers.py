@@ -11,11 +11,14 @@ class TenantSerializer(serializers.ModelSerializer):
     plan = serializers.SlugRelatedField(slug_field="slug", queryset=Plan.objects.all(), required=False,
                                         allow_null=True)
     sensitive_attribute_keys = serializers.ListField(child=serializers.CharField(max_length=256), required=False)
+    allowed_origins = serializers.ListField(child=serializers.CharField(max_length=300), required=False,
+                                            help_text="Browser origins the tenant's keys may send from (CORS).")
+    retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
 
     class Meta:
         model = Tenant
         fields = ("id", "name", "slug", "status", "plan", "retention_days", "limit_overrides", "sensitive_attribute_keys",
-                  "require_client_certificate", "created_at", "updated_at")
+                  "allowed_origins", "require_client_certificate", "created_at", "updated_at")
         read_only_fields = ("id", "status", "created_at", "updated_at")
         extra_kwargs = {"slug": {"required": False, "validators": []}}
 
