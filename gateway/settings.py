@@ -221,6 +221,9 @@ GATEWAY_GRPC_PORT = env_int("GATEWAY_GRPC_PORT", 4317)
 # gunicorn threads in the single embedded worker, and gRPC handler threads.
 GATEWAY_HTTP_THREADS = env_int("GATEWAY_HTTP_THREADS", 8)
 GATEWAY_GRPC_THREADS = env_int("GATEWAY_GRPC_THREADS", 16)
+# OTLP/gRPC export calls in flight (queued or running) before more are refused with
+# RESOURCE_EXHAUSTED and RetryInfo. Messages are read by the handler threads only.
+GATEWAY_GRPC_MAX_IN_FLIGHT = env_int("GATEWAY_GRPC_MAX_IN_FLIGHT", 1024)
 # The HTTP edge (gateway/edge.py) reads each request whole before it takes one of those threads:
 # seconds for a request's head (from its first byte) and for its body, seconds a kept-alive
 # connection may sit idle, open connections per worker (more are refused with 503) and requests

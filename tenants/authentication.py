@@ -139,6 +139,17 @@ def _certificate_principal(certificate: ClientCertificate) -> Principal:
     )
 
 
+def refuse_without_lookup(api_key: str | None) -> IngestError | None:
+    """The refusal for a key that is missing or not one of ours, found without the database (the
+    gRPC server asks before it reads a call's message); None when only a lookup can tell."""
+    if not api_key:
+        return IngestError(Reason.UNAUTHENTICATED,
+                           "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+    if not is_well_formed(api_key):
+        return IngestError(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
+    return None
+
+
 def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str | None = None) -> Principal:
     """`client_cert_sha256`: SHA-256 (hex) of the DER client certificate the TLS handshake
     verified against the client CA, None without mutual TLS."""
@@ -153,12 +164,9 @@ def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str
                 f"the client certificate (sha256 {client_cert_sha256[:16]}…) is not registered to a tenant: "
                 "register it (manage.py register_client_certificate) or send an API key",
             )
-        raise IngestError(
-            Reason.UNAUTHENTICATED,
-            "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
-        )
-    if not is_well_formed(api_key):
-        raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
+    refusal = refuse_without_lookup(api_key)
+    if refusal is not None:
+        raise refusal
     hashed = hash_key(api_key)
     candidates = ApiKey.objects.select_related("tenant").filter(prefix=visible_prefix(api_key))
     match = None

@@ -30,6 +30,8 @@ class Reason(enum.Enum):
     QUOTA_EXHAUSTED = _Reply(403, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.OVER_QUOTA, False)
     # Only what can succeed when retried says so: storage unreachable, a timeout, shutting down.
     STORAGE_UNAVAILABLE = _Reply(503, grpc.StatusCode.UNAVAILABLE, Outcome.STORAGE_UNAVAILABLE, True)
+    # Too many calls in flight at once (the gRPC server's cap): retry shortly.
+    OVERLOADED = _Reply(503, grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.THROTTLED, True)
     # Rows storage refuses for what they are (retrying the same request fails the same way).
     UNSTORABLE = _Reply(400, grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID, False)
     # A fault of the gateway's own (logged with the reference in the message).

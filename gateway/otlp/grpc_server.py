@@ -7,6 +7,7 @@ decompressed message, so a compression bomb is refused before Python sees it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent import futures
 from typing import Callable
@@ -22,7 +23,7 @@ from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.pipeline import Pipeline
 from gateway.tls import TlsConfig, grpc_peer_certificate_sha256
 from storage.clickhouse import StorageUnavailable
-from tenants.authentication import credentials_from_headers
+from tenants.authentication import credentials_from_headers, refuse_without_lookup
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,87 @@ SERVICES = {
     Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
     Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
 }
+EXPORT_METHODS = {f"/{service}/Export": signal for signal, service in SERVICES.items()}
+
+
+def _metadata_key(metadata) -> str | None:
+    values = {key.lower(): value for key, value in metadata or ()}
+    return credentials_from_headers(values.get("authorization"), values.get("x-api-key"))
+
+
+def _refusal_handler(error: IngestError) -> grpc.RpcMethodHandler:
+    """A handler that answers `error` at once and never reads the call's message."""
+    status = rpc_status.to_status(replies.error_status(error))
+
+    def refuse(request_iterator, context: grpc.ServicerContext):
+        context.abort_with_status(status)
+
+    return grpc.stream_unary_rpc_method_handler(refuse)
+
+
+class AdmissionInterceptor(grpc.ServerInterceptor):
+    """Runs for each call as it arrives, before any of its message is read, in the server's
+    polling thread (so: no database). A call without a usable-looking key is refused here,
+    as is one over the cap of calls in flight (queued or running), with RetryInfo. The rest
+    are authenticated in full by the handler, still before it reads the message."""
+
+    def __init__(self, *, max_in_flight: int, retry_after_seconds: int, keys_required: bool,
+                 on_refused: Callable[[IngestError, str], None] | None = None):
+        self.max_in_flight = max_in_flight
+        self.retry_after_seconds = retry_after_seconds
+        self.keys_required = keys_required  # False under mutual TLS: a certificate may stand in
+        self.on_refused = on_refused
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        if method not in EXPORT_METHODS:
+            return continuation(handler_call_details)
+        api_key = _metadata_key(handler_call_details.invocation_metadata)
+        refusal = refuse_without_lookup(api_key) if (api_key or self.keys_required) else None
+        if refusal is None:
+            with self._lock:
+                if self.in_flight >= self.max_in_flight:
+                    refusal = IngestError(Reason.OVERLOADED, f"the gateway has {self.max_in_flight} export calls in "
+                                          "flight; retry shortly", retry_after_seconds=1)
+                else:
+                    self.in_flight += 1
+        if refusal is not None:
+            if self.on_refused is not None:
+                self.on_refused(refusal, method)
+            return _refusal_handler(refusal)
+        handler = continuation(handler_call_details)
+        behavior = handler.stream_unary
+
+        def counted(request_iterator, context):
+            try:
+                return behavior(request_iterator, context)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        return grpc.stream_unary_rpc_method_handler(counted)
+
+
+def _read_message(request_iterator) -> bytes:
+    """The call's one message, read only now that its sender is known."""
+    try:
+        return next(request_iterator, b"")
+    except grpc.RpcError as exc:  # the client went away first
+        raise IngestError(Reason.UNDECODABLE, "the call ended before its message arrived") from exc
 
 
 def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_after: int):
-    def export(request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
+    def export(request_iterator, context: grpc.ServicerContext) -> bytes:
         started = time.perf_counter()
-        metadata = {key.lower(): value for key, value in context.invocation_metadata()}
-        api_key = credentials_from_headers(metadata.get("authorization"), metadata.get("x-api-key"))
+        api_key = _metadata_key(context.invocation_metadata())
+        received: list[bytes] = []
+
+        def read_body() -> bytes:
+            received.append(_read_message(request_iterator))
+            return received[0]
+
         try:
             try:
                 pipeline = get_pipeline()
@@ -47,17 +122,16 @@ def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_
                     "storage is temporarily unavailable; nothing from this request was stored, retry later",
                     retry_after_seconds=retry_after,
                 ) from exc
-            result = pipeline.run(signal=signal, api_key=api_key, read_body=lambda: request_bytes,
+            result = pipeline.run(signal=signal, api_key=api_key, read_body=read_body,
                                   client_cert_sha256=grpc_peer_certificate_sha256(context))
         except IngestError as exc:
-            record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
+            record_export(Transport.GRPC, signal, started=started, body_bytes=len(received[0]) if received else 0,
                           error=exc, principal=exc.principal)
             context.abort_with_status(rpc_status.to_status(replies.error_status(exc)))
         except Exception:  # the pipeline maps every failure; this is the net under this code
             log.exception("OTLP/gRPC %s request failed outside the pipeline", signal)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the gateway's operators have the details")
-        record_export(Transport.GRPC, signal, started=started, body_bytes=len(request_bytes),
-                      result=result)
+        record_export(Transport.GRPC, signal, started=started, body_bytes=len(received[0]), result=result)
         return result.response.SerializeToString()
 
     return export
@@ -72,10 +146,15 @@ def build_server(
     retry_after_seconds: int,
     max_connection_age_seconds: int = 0,
     tls: TlsConfig | None = None,
+    max_in_flight: int = 1024,
 ) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server and the port it bound. A max connection age
     makes clients reconnect now and then, which spreads them over replicas added later.
-    With `tls` the port speaks only TLS (mutual TLS when it names a client CA)."""
+    With `tls` the port speaks only TLS (mutual TLS when it names a client CA).
+
+    Export calls are admitted before their message is read (AdmissionInterceptor), at most
+    `max_in_flight` at a time; a call's message is read only by a handler thread, once its
+    sender is authenticated, so at most `threads` messages are held at once."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
@@ -86,13 +165,29 @@ def build_server(
             ("grpc.max_connection_age_ms", max_connection_age_seconds * 1000),
             ("grpc.max_connection_age_grace_ms", 30_000),  # lets calls in flight finish
         ]
+    def refused(error: IngestError, method: str) -> None:
+        signal = EXPORT_METHODS[method]
+        record_export(Transport.GRPC, signal, started=time.perf_counter(), body_bytes=0, error=error)
+        try:
+            get_pipeline().meter_refusal(signal, error)
+        except StorageUnavailable:
+            pass  # no storage yet to meter into; the refusal is still counted in the metrics
+
+    admission = AdmissionInterceptor(max_in_flight=max_in_flight, retry_after_seconds=retry_after_seconds,
+                                     keys_required=not (tls is not None and tls.mutual), on_refused=refused)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="otlp-grpc"),
         options=options,
+        # No maximum_concurrent_rpcs: grpcio's own refusal carries no RetryInfo, so exporters
+        # would drop the data; the interceptor refuses with it instead.
+        interceptors=[admission],
     )
+    server.otlp_admission = admission
     handlers = []
     for signal, service in SERVICES.items():
-        method = grpc.unary_unary_rpc_method_handler(
+        # Stream-unary on our side (the wire is the same as unary): the handler decides when
+        # the message is read, which is after the sender is known.
+        method = grpc.stream_unary_rpc_method_handler(
             _export_handler(get_pipeline, signal, retry_after_seconds),
             request_deserializer=None,
             response_serializer=None,
@@ -125,4 +220,5 @@ def server_from_settings() -> tuple[grpc.Server, int]:
         retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
         max_connection_age_seconds=settings.GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS,
         tls=TlsConfig.from_settings(),
+        max_in_flight=settings.GATEWAY_GRPC_MAX_IN_FLIGHT,
     )

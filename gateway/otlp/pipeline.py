@@ -153,6 +153,11 @@ class Pipeline:
         finally:
             meter.record(Outcome.INTERNAL_ERROR)  # only if nothing above did (an interrupt, say)
 
+    def meter_refusal(self, signal: Signal, error: IngestError) -> None:
+        """Meter a request refused before it reached `run` (the gRPC server's admission)."""
+        meter = _Meter(self.batcher, signal)
+        meter.record(error.reason.outcome, tenant_id=error.tenant_id)
+
     def _unexpected(self, exc: Exception, meter: "_Meter", signal: Signal) -> IngestError:
         """The reply for a failure that is not a refusal: a database or cache that cannot be
         reached can succeed later; anything else is a fault of ours, logged with a reference."""
