@@ -218,3 +218,20 @@ def test_sensitive_keys_at_any_depth_and_in_any_case_are_ciphertext_at_rest(http
         assert attributes["note"] == '{"looks": "like json", "but": "is harmless"}'
     (raw, _) = TenantReader(store, str(tenant.tenant.id)).rows(SQL)
     assert raw["SpanAttributes"]["note"].startswith("{")  # nothing sensitive in it: left as it is
+
+
+def test_a_shared_resource_map_is_sealed_on_every_row(tenant):
+    """Rows of one resource share its map; each row gets the sealed one."""
+    from storage.flatten.traces import flatten_traces
+    from tenants.encryption import sensitive_keys
+    from tenants.protect import protect
+
+    request = otlp_requests.traces_request(4)
+    request.resource_spans[0].resource.attributes.append(otlp_requests.kv("Enduser.Id", "u-1"))
+    tenant_id = str(tenant.tenant.id)
+    batches = flatten_traces(request, tenant_id=tenant_id, retention_days=7).batches
+    columns = dict(zip(batches[0].column_names, batches[0].columns))
+    assert protect(batches, ring=key_ring(tenant_id), sensitive=sensitive_keys(())) == 1
+    resources = columns["ResourceAttributes"]
+    assert len(resources) == 4 and all(r is resources[0] for r in resources)
+    assert key_ring(tenant_id).decrypt("Enduser.Id", resources[0]["Enduser.Id"]) == "u-1"

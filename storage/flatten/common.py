@@ -95,6 +95,13 @@ class Rejections:
             self.examples.append(message)
 
 
+class NestedValue(str):
+    """An array or map attribute value, stored as JSON text. Its type tells the protect step
+    which values hold keys of their own, without reading every value (tenants.protect)."""
+
+    __slots__ = ()
+
+
 def any_value_json(value) -> Any:
     kind = value.WhichOneof("value")
     if kind is None:
@@ -132,7 +139,7 @@ def any_value_str(value) -> str:
     convert = _SCALAR.get(kind)
     if convert is not None:
         return convert(value)
-    return json.dumps(any_value_json(value), separators=(",", ":"), ensure_ascii=False)
+    return NestedValue(json.dumps(any_value_json(value), separators=(",", ":"), ensure_ascii=False))
 
 
 def attributes(key_values) -> dict[str, str]:
