@@ -33,6 +33,7 @@ BODY_TOO_LARGE = "gateway.body_too_large"
 PEER_CERTIFICATE = "gateway.peer_certificate_der"
 _RESPONSE_CHUNK = 256 * 1024
 LINGER_SECONDS = 5.0
+_READ_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class EdgeServer:
         for sock in sockets:
             sock.setblocking(False)
             server = await asyncio.start_server(
-                self._on_connection, sock=sock, limit=self.limits.max_header_bytes, backlog=2048)
+                self._on_connection, sock=sock, limit=_READ_SIZE, backlog=2048)
             self._servers.append(server)
 
     async def shutdown(self, grace: float) -> None:
@@ -170,7 +171,11 @@ class EdgeServer:
             connection.start_next_cycle()
         return
 
-    async def _next_event(self, connection: h11.Connection, reader: asyncio.StreamReader, deadline: float):
+    async def _next_event(self, connection: h11.Connection, reader: asyncio.StreamReader, deadline: float,
+                          expect: int = 0):
+        """The next h11 event, reading as needed until `deadline`. `expect`: body bytes known to
+        be on their way (Content-Length), read in one wait: each wake-up of this coroutine
+        waits for the GIL, and a body read 64 KiB at a time paid that a few times over."""
         loop = asyncio.get_running_loop()
         while True:
             event = connection.next_event()
@@ -179,7 +184,14 @@ class EdgeServer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
-            data = await asyncio.wait_for(reader.read(65536), remaining)
+            if expect > 0:
+                try:
+                    data = await asyncio.wait_for(reader.readexactly(expect), remaining)
+                except asyncio.IncompleteReadError as exc:
+                    data = exc.partial  # the client closed early: h11 says so next
+                expect = 0
+            else:
+                data = await asyncio.wait_for(reader.read(_READ_SIZE), remaining)
             connection.receive_data(data)
 
     async def _read_head(self, connection: h11.Connection, reader: asyncio.StreamReader):
@@ -193,7 +205,7 @@ class EdgeServer:
                 task = asyncio.current_task()
                 self._idle.add(task)
                 try:
-                    data = await asyncio.wait_for(reader.read(65536), self.limits.idle_timeout)
+                    data = await asyncio.wait_for(reader.read(_READ_SIZE), self.limits.idle_timeout)
                 except TimeoutError:
                     return None
                 finally:
@@ -225,9 +237,12 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.body_timeout
         parts, size = [], 0
+        declared_length = int(declared) if declared is not None else 0
         while True:
             try:
-                event = await self._next_event(connection, reader, deadline)
+                # h11 hands over every body byte it holds before it asks for more, so what is
+                # still to come is the declared length less what it has handed over.
+                event = await self._next_event(connection, reader, deadline, expect=declared_length - size)
             except TimeoutError:
                 raise _Refused(408, f"request body not received within {self.limits.body_timeout:g}s") from None
             if isinstance(event, h11.Data):
@@ -379,7 +394,7 @@ class _TlsStream:
             self._writer.write(data)
 
     async def _fill(self) -> bool:
-        data = await self._reader.read(65536)
+        data = await self._reader.read(_READ_SIZE)
         if not data:
             self._incoming.write_eof()
             return False
@@ -415,6 +430,16 @@ class _TlsStream:
                 return b""
             self._flush()  # what reading produced (key updates, session tickets)
             return data
+
+    async def readexactly(self, size: int) -> bytes:
+        parts, have = [], 0
+        while have < size:
+            data = await self.read(size - have)
+            if not data:
+                raise asyncio.IncompleteReadError(b"".join(parts), size)
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
 
     def write(self, data: bytes) -> None:
         self.ssl_object.write(data)

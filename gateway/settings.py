@@ -224,6 +224,9 @@ GATEWAY_GRPC_THREADS = env_int("GATEWAY_GRPC_THREADS", 16)
 # OTLP/gRPC export calls in flight (queued or running) before more are refused with
 # RESOURCE_EXHAUSTED and RetryInfo. Messages are read by the handler threads only.
 GATEWAY_GRPC_MAX_IN_FLIGHT = env_int("GATEWAY_GRPC_MAX_IN_FLIGHT", 1024)
+# HTTP/2 BDP probing grows stream windows, so grpc core buffers whole messages of calls not yet
+# read; off by default (docs/OPERATIONS.md).
+GATEWAY_GRPC_BDP_PROBE = env_bool("GATEWAY_GRPC_BDP_PROBE", False)
 # The HTTP edge (gateway/edge.py) reads each request whole before it takes one of those threads:
 # seconds for a request's head (from its first byte) and for its body, seconds a kept-alive
 # connection may sit idle, open connections per worker (more are refused with 503) and requests

@@ -144,3 +144,28 @@ def test_unsupported_content_type_is_metered_to_the_tenant(tenant, http_url):
     reply = http_post(http_url, "traces", GOOD, key=tenant.key, content_type="text/plain")
     assert reply.status == 415
     assert _usage(tenant) == {"invalid": (1, 0, 0)}
+
+
+@pytest.fixture
+def rows_storage_refuses(monkeypatch):
+    """Rows ClickHouse refuses for what they are (a type its column cannot hold, as in
+    tests/test_storage.py::test_one_refused_request_fails_alone), wherever they are prepared."""
+    from gateway.otlp import pipeline as pipeline_module
+    from gateway.otlp.prepare import PreparePool
+    from storage.clickhouse import RowsRejected
+
+    def refused(*args, **kwargs):
+        raise RowsRejected("rows for otel_traces cannot be encoded: Duration -5 is not a UInt64")
+
+    monkeypatch.setattr(PreparePool, "prepare", refused)
+    monkeypatch.setattr(pipeline_module, "prepare", refused)
+
+
+def test_rows_storage_refuses_are_a_permanent_error(tenant, http_url, grpc_channel, rows_storage_refuses):
+    reply = http_post(http_url, "traces", GOOD, key=tenant.key)
+    assert reply.status == 400 and "retry-after" not in reply.headers
+    assert "cannot be stored, and would not be on a retry" in reply.status_message().message
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_export(grpc_channel, "traces", GOOD, key=tenant.key)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and retry_info(caught.value) is None
+    assert _usage(tenant) == {"invalid": (2, 6, 0)}

@@ -24,6 +24,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from tests import otlp_requests
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -109,13 +111,31 @@ def test_serve_end_to_end(tmp_path):
         logger_provider.get_logger("e2e").emit(body="hello from e2e", severity_text="INFO")
         logger_provider.shutdown()
 
+        # gunicorn runs the HTTP edge: sockets stuck in their headers or idle hold no thread
+        # (the embedded worker has 8), and a chunked body is read whole.
+        stuck = [socket.create_connection(("127.0.0.1", gateway.http_port)) for _ in range(40)]
+        for number, sock in enumerate(stuck[:20]):
+            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"[: 10 + number])
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{gateway.http_port}/v1/traces", method="POST",
+            data=iter([otlp_requests.traces_request(2).SerializeToString()]),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf",
+                     "Transfer-Encoding": "chunked"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/healthz", timeout=10) as health:
+            assert health.status == 200
+        for sock in stuck:
+            sock.close()
+
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/static/admin/css/base.css") as css:
             assert css.status == 200  # the console is styled under gunicorn, DEBUG off
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/readyz") as ready:
             assert json.loads(ready.read())["checks"] == {"database": "ok", "cache": "ok", "clickhouse": "ok"}
 
-    rows = _query(data_dir, "SELECT TenantId, SpanName, TraceId, ServiceName FROM otel_traces")
+    rows = _query(data_dir, "SELECT TenantId, SpanName, TraceId, ServiceName FROM otel_traces WHERE ServiceName = 'e2e'")
     assert [row[1:] for row in rows] == [["checkout", f"{span.context.trace_id:032x}", "e2e"]]
+    assert len(_query(data_dir, "SELECT SpanName FROM otel_traces WHERE ServiceName = 'svc'")) == 2  # the chunked one
     logs = _query(data_dir, "SELECT TenantId, Body FROM otel_logs")
     assert logs == [[rows[0][0], "hello from e2e"]]
 
@@ -123,4 +143,4 @@ def test_serve_end_to_end(tmp_path):
     with Gateway(data_dir) as gateway:
         assert "otlpgw_" not in gateway.text()
         assert "Demo tenant 'demo' exists" in gateway.text()
-    assert len(_query(data_dir, "SELECT SpanName FROM otel_traces")) == 1
+    assert len(_query(data_dir, "SELECT SpanName FROM otel_traces")) == 3
