@@ -49,11 +49,12 @@ class EdgeLimits:
 
 
 class _Refused(Exception):
-    """Answer with `status` and `message`, then close the connection."""
+    """Answer with `status` and `message`, then close the connection. `reason` names it for the
+    gateway's metrics."""
 
-    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()):
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = (), *, reason: str):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, list(headers)
+        self.status, self.message, self.headers, self.reason = status, message, list(headers), reason
 
 
 class EdgeServer:
@@ -61,7 +62,9 @@ class EdgeServer:
     everything that waits on a client runs in the event loop."""
 
     def __init__(self, app: Callable, *, limits: EdgeLimits, threads: int,
-                 ssl_context: ssl.SSLContext | None = None, multiprocess: bool = False):
+                 ssl_context: ssl.SSLContext | None = None, multiprocess: bool = False,
+                 on_refused: Callable[[str], None] | None = None):
+        self.on_refused = on_refused or (lambda reason: None)
         self.app, self.limits, self.ssl_context = app, limits, ssl_context
         self.multiprocess = multiprocess
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
@@ -100,6 +103,7 @@ class EdgeServer:
         self._tasks.add(task)
         if self.open_connections >= self.limits.max_connections or self.closing:
             self.refused_connections += 1
+            self.on_refused("too_many_connections")
             self._tasks.discard(task)
             writer.write(_plain_reply(503, "the gateway has too many open connections; retry in a second\n",
                                       [("Retry-After", "1")]))
@@ -115,6 +119,7 @@ class EdgeServer:
                 try:
                     await asyncio.wait_for(tls.handshake(), self.limits.header_timeout)
                 except (ssl.SSLError, TimeoutError, ConnectionError):
+                    self.on_refused("tls_handshake")
                     return  # the client has the TLS alert that says why (a plaintext client, a bad certificate)
                 reader = writer = tls  # type: ignore[assignment]
             await self._serve(reader, writer)
@@ -142,14 +147,16 @@ class EdgeServer:
                     return
                 body, too_large = await self._read_body(connection, reader, writer, request)
             except _Refused as refused:
+                self.on_refused(refused.reason)
                 await self._refuse(connection, writer, refused)
                 # A client sending a body that is too large gets time to finish (and read the
                 # reply); a slow one gets a second.
                 await self._linger(reader, seconds=LINGER_SECONDS if refused.status == 413 else 1.0)
                 return
             except h11.RemoteProtocolError as exc:
+                self.on_refused("malformed")
                 await self._refuse(connection, writer, _Refused(exc.error_status_hint or 400,
-                                                                f"malformed HTTP request: {exc}"))
+                                                                f"malformed HTTP request: {exc}", reason="malformed"))
                 return
             environ = self._environ(request, body, too_large, peer, local, peer_der)
             self.requests_in_app += 1
@@ -159,7 +166,8 @@ class EdgeServer:
                 return
             except Exception:
                 log.exception("the application failed on %s %s", request.method, request.target[:200])
-                await self._refuse(connection, writer, _Refused(500, "internal error; it has been logged"))
+                await self._refuse(connection, writer, _Refused(500, "internal error; it has been logged",
+                                                                reason="internal"))
                 return
             finally:
                 self.requests_in_app -= 1
@@ -216,7 +224,8 @@ class EdgeServer:
             try:
                 event = await self._next_event(connection, reader, loop.time() + self.limits.header_timeout)
             except TimeoutError:
-                raise _Refused(408, f"request head not received within {self.limits.header_timeout:g}s") from None
+                raise _Refused(408, f"request head not received within {self.limits.header_timeout:g}s",
+                           reason="head_timeout") from None
         if isinstance(event, h11.ConnectionClosed):
             return None
         return event
@@ -231,7 +240,7 @@ class EdgeServer:
         if declared is not None and int(declared) > limit:
             if otlp:
                 return b"", True
-            raise _Refused(413, f"request body over the limit of {limit} bytes")
+            raise _Refused(413, f"request body over the limit of {limit} bytes", reason="too_large")
         if connection.they_are_waiting_for_100_continue:
             await self._send(connection, writer, [h11.InformationalResponse(status_code=100, headers=[])])
         loop = asyncio.get_running_loop()
@@ -244,13 +253,14 @@ class EdgeServer:
                 # still to come is the declared length less what it has handed over.
                 event = await self._next_event(connection, reader, deadline, expect=declared_length - size)
             except TimeoutError:
-                raise _Refused(408, f"request body not received within {self.limits.body_timeout:g}s") from None
+                raise _Refused(408, f"request body not received within {self.limits.body_timeout:g}s",
+                               reason="body_timeout") from None
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > limit:
                     if otlp:
                         return b"", True
-                    raise _Refused(413, f"request body over the limit of {limit} bytes")
+                    raise _Refused(413, f"request body over the limit of {limit} bytes", reason="too_large")
                 parts.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return b"".join(parts), False
@@ -496,10 +506,12 @@ class ServerThread:
     """An EdgeServer on its own event loop in a background thread (tests and tools)."""
 
     def __init__(self, app: Callable, *, limits: EdgeLimits, threads: int = 8,
-                 ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"):
+                 ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1",
+                 on_refused: Callable[[str], None] | None = None):
         self.sock = socket.create_server((host, 0))
         self.port = self.sock.getsockname()[1]
-        self.server = EdgeServer(app, limits=limits, threads=threads, ssl_context=ssl_context)
+        self.server = EdgeServer(app, limits=limits, threads=threads, ssl_context=ssl_context,
+                                 on_refused=on_refused)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="edge-loop", daemon=True)
 
@@ -530,8 +542,10 @@ class EdgeWorker(_GunicornWorker):  # type: ignore[misc,valid-type]
         context = gunicorn_sock.ssl_context(self.cfg) if self.cfg.is_ssl else None
         if context is not None:
             context.set_alpn_protocols(["http/1.1"])
+        from gateway.metrics import edge_refused
+
         server = EdgeServer(self.wsgi, limits=limits_from_settings(), threads=self.cfg.threads,
-                            ssl_context=context, multiprocess=self.cfg.workers > 1)
+                            ssl_context=context, multiprocess=self.cfg.workers > 1, on_refused=edge_refused)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:

@@ -90,6 +90,12 @@ class GatewayMetrics:
             "otlp_gateway_clickhouse_insert_duration_seconds", "Time of one INSERT into ClickHouse.",
             ("table", "result"), buckets=LATENCY_BUCKETS, registry=registry,
         )
+        self.http_refused = Counter(
+            "otlp_gateway_http_refused",
+            "HTTP connections and requests the edge refused before the application saw them, by reason "
+            "(too_many_connections, tls_handshake, head_timeout, body_timeout, malformed, too_large, internal).",
+            ("reason",), registry=registry,
+        )
         self.inserted_rows = Counter(
             "otlp_gateway_clickhouse_rows", "Rows sent to ClickHouse, by table and result (stored or failed).",
             ("table", "result"), registry=registry,
@@ -156,6 +162,11 @@ class BatcherMetrics:
 
     def flushed(self, *, seconds: float) -> None:
         get().batcher_flush_duration.observe(seconds)
+
+
+def edge_refused(reason: str) -> None:
+    """What the HTTP edge (gateway.edge) reports for each refusal it makes itself."""
+    get().http_refused.labels(reason).inc()
 
 
 def exposition_registry() -> CollectorRegistry:

@@ -147,10 +147,11 @@ def test_a_chunked_body_over_the_limit_is_refused_and_metered(tenant, http_serve
 
 
 # --- clients that are slow, idle or too many ------------------------------------------------------
-def _edge(**limits) -> ServerThread:
+def _edge(refusals: list | None = None, **limits) -> ServerThread:
     defaults = dict(max_body_bytes=settings.GATEWAY_MAX_REQUEST_BYTES, header_timeout=10, body_timeout=10,
                     idle_timeout=10)
-    return ServerThread(get_wsgi_application(), limits=EdgeLimits(**{**defaults, **limits}), threads=4).start()
+    return ServerThread(get_wsgi_application(), limits=EdgeLimits(**{**defaults, **limits}), threads=4,
+                        on_refused=refusals.append if refusals is not None else None).start()
 
 
 def _read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
@@ -205,7 +206,8 @@ def test_slow_and_idle_clients_do_not_starve_the_others(tenant, http_url):
 
 
 def test_deadlines_for_the_head_the_body_and_idleness(tenant, http_url):
-    server = _edge(header_timeout=0.5, body_timeout=0.5, idle_timeout=0.5)
+    refusals = []
+    server = _edge(refusals, header_timeout=0.5, body_timeout=0.5, idle_timeout=0.5)
     try:
         slow_head = _slow_socket(server.port, HEAD[:30])
         assert _read_until_closed(slow_head).startswith(b"HTTP/1.1 408 ")
@@ -216,12 +218,14 @@ def test_deadlines_for_the_head_the_body_and_idleness(tenant, http_url):
         idle = socket.create_connection(("127.0.0.1", server.port))
         assert _read_until_closed(idle) == b""  # closed without a word
         assert tenant.count("otel_traces") == 0
+        assert refusals == ["head_timeout", "body_timeout"]  # what the gateway's metrics count
     finally:
         server.stop()
 
 
 def test_connections_over_the_cap_are_refused_clearly(http_url):
-    server = _edge(max_connections=3)
+    refusals = []
+    server = _edge(refusals, max_connections=3)
     try:
         held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
         for sock in held:  # each is being served (idle) before the next arrives
@@ -230,6 +234,7 @@ def test_connections_over_the_cap_are_refused_clearly(http_url):
         extra = socket.create_connection(("127.0.0.1", server.port))
         reply = _read_until_closed(extra)
         assert reply.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in reply and b"too many open" in reply
+        assert refusals == ["too_many_connections"]
         held.pop().close()
         for _ in range(100):  # the server notices the close on its own schedule
             with socket.create_connection(("127.0.0.1", server.port)) as again:
@@ -256,12 +261,14 @@ def test_keep_alive_serves_several_requests_then_closes(http_url):
 
 
 def test_malformed_requests_get_400(http_url):
-    server = _edge()
+    refusals = []
+    server = _edge(refusals)
     try:
         for garbage in (b"\x16\x03\x01 not http\r\n\r\n", b"POST /v1/traces HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 sock.sendall(garbage)
                 assert _read_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+        assert refusals == ["malformed", "malformed"]
     finally:
         server.stop()
 
