@@ -166,6 +166,7 @@ class EdgeServer:
                 return
             except Exception:
                 log.exception("the application failed on %s %s", request.method, request.target[:200])
+                self.on_refused("internal")
                 await self._refuse(connection, writer, _Refused(500, "internal error; it has been logged",
                                                                 reason="internal"))
                 return
