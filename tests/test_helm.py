@@ -274,3 +274,15 @@ def test_notes_print_the_exporter_settings():
     default = helm("install", "--dry-run=client", "gw", str(CHART), "--namespace", NAMESPACE)
     assert f"OTEL_EXPORTER_OTLP_ENDPOINT=http://gw-otlp-gateway-grpc.{NAMESPACE}.svc.cluster.local:4317" in default.stdout
     assert "WARNING: not set: secrets.databaseUrl" in default.stdout
+
+
+def test_connection_and_call_caps_reach_the_pods():
+    objects = render("default", "--set", "http.maxConnections=300", "--set", "grpc.maxInFlight=64")
+    deployments = by_kind(objects, "Deployment")
+
+    def env(name: str) -> dict[str, str]:
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+    assert env("gw-otlp-gateway-http")["GATEWAY_HTTP_MAX_CONNECTIONS"] == "300"
+    assert env("gw-otlp-gateway-grpc")["GATEWAY_GRPC_MAX_IN_FLIGHT"] == "64"
