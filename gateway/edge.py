@@ -172,6 +172,10 @@ class EdgeServer:
                 return
             finally:
                 self.requests_in_app -= 1
+            try:
+                await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+            except (ConnectionError, TimeoutError):
+                return
             if too_large:
                 await self._linger(reader)
                 return
@@ -330,8 +334,14 @@ class EdgeServer:
                 events.append(h11.EndOfMessage())
             pending.clear()
             buffered = 0
-            asyncio.run_coroutine_threadsafe(self._send(connection, writer, events), loop).result(
-                self.limits.write_timeout + 5)
+            if final:
+                # Written by the loop before it sees this call return (both go through its
+                # queue, in this order); this thread is free at once, and the loop waits for
+                # the client to take the reply before reading its next request.
+                loop.call_soon_threadsafe(self._write_now, connection, writer, events)
+            else:  # a large reply: wait for the client, part by part
+                asyncio.run_coroutine_threadsafe(self._send(connection, writer, events), loop).result(
+                    self.limits.write_timeout + 5)
 
         result = self.app(environ, start_response)
         try:
@@ -348,6 +358,15 @@ class EdgeServer:
                 close()
 
     # --- writing ------------------------------------------------------------------------------
+    def _write_now(self, connection: h11.Connection, writer: asyncio.StreamWriter, events: list) -> None:
+        try:
+            for event in events:
+                data = connection.send(event)
+                if data:
+                    writer.write(data)
+        except (h11.LocalProtocolError, ConnectionError, RuntimeError) as exc:
+            log.debug("reply not written: %s", exc)  # the client went away; _serve closes
+
     async def _send(self, connection: h11.Connection, writer: asyncio.StreamWriter, events: list) -> None:
         for event in events:
             data = connection.send(event)
