@@ -297,6 +297,11 @@ class EdgeServer:
             PEER_CERTIFICATE: peer_der,
         }
         for name, value in request.headers:
+            if b"_" in name:
+                # X_Forwarded_Proto would land where X-Forwarded-Proto does (HTTP_X_FORWARDED_PROTO),
+                # past a proxy that sets only the latter: dropped, as gunicorn and Django's
+                # runserver drop them.
+                continue
             key = name.decode("latin-1").upper().replace("-", "_")
             if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
                 continue  # the body is read whole: its length is known

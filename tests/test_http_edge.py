@@ -291,3 +291,22 @@ def test_a_large_response_is_streamed_whole():
         assert response.read() == b"".join(parts)
     finally:
         server.stop()
+
+
+def test_headers_with_underscores_are_dropped():
+    """A client's X_Forwarded_Proto must not pass for the proxy's X-Forwarded-Proto."""
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = ServerThread(app, limits=EdgeLimits(max_body_bytes=1000), threads=1).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("GET", "/", headers={"X_Forwarded_Proto": "https", "X-Api-Key": "k"})
+        assert connection.getresponse().status == 200
+    finally:
+        server.stop()
+    assert "HTTP_X_FORWARDED_PROTO" not in seen and seen["HTTP_X_API_KEY"] == "k"
