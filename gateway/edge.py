@@ -19,6 +19,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
@@ -69,8 +70,6 @@ class EdgeServer:
         self.multiprocess = multiprocess
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
         self.open_connections = 0
-        self.requests_in_app = 0
-        self.refused_connections = 0
         self._servers: list[asyncio.base_events.Server] = []
         self._idle: set[asyncio.Task] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -102,7 +101,6 @@ class EdgeServer:
         task = asyncio.current_task()
         self._tasks.add(task)
         if self.open_connections >= self.limits.max_connections or self.closing:
-            self.refused_connections += 1
             self.on_refused("too_many_connections")
             self._tasks.discard(task)
             writer.write(_plain_reply(503, "the gateway has too many open connections; retry in a second\n",
@@ -159,7 +157,6 @@ class EdgeServer:
                                                                 f"malformed HTTP request: {exc}", reason="malformed"))
                 return
             environ = self._environ(request, body, too_large, peer, local, peer_der)
-            self.requests_in_app += 1
             try:
                 await loop.run_in_executor(self.pool, self._call_app, environ, connection, writer, loop)
             except (ConnectionError, TimeoutError):
@@ -170,8 +167,6 @@ class EdgeServer:
                 await self._refuse(connection, writer, _Refused(500, "internal error; it has been logged",
                                                                 reason="internal"))
                 return
-            finally:
-                self.requests_in_app -= 1
             try:
                 await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
             except (ConnectionError, TimeoutError):
@@ -507,10 +502,10 @@ def _reply_headers(headers: list[tuple[str, str]], *, closing: bool) -> list[tup
 
 
 def _plain_reply(status: int, message: str, headers: list[tuple[str, str]]) -> bytes:
+    """A reply written without h11, to a connection refused before its request is read."""
     body = message.encode()
-    lines = [f"HTTP/1.1 {status} {'Service Unavailable' if status == 503 else 'Error'}",
-             "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}", "Connection: close",
-             *(f"{name}: {value}" for name, value in headers)]
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: text/plain; charset=utf-8",
+             f"Content-Length: {len(body)}", "Connection: close", *(f"{name}: {value}" for name, value in headers)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 

@@ -56,10 +56,9 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
     as is one over the cap of calls in flight (queued or running), with RetryInfo. The rest
     are authenticated in full by the handler, still before it reads the message."""
 
-    def __init__(self, *, max_in_flight: int, retry_after_seconds: int, keys_required: bool,
+    def __init__(self, *, max_in_flight: int, keys_required: bool,
                  on_refused: Callable[[IngestError, str], None] | None = None):
         self.max_in_flight = max_in_flight
-        self.retry_after_seconds = retry_after_seconds
         self.keys_required = keys_required  # False under mutual TLS: a certificate may stand in
         self.on_refused = on_refused
         self.in_flight = 0
@@ -179,8 +178,8 @@ def build_server(
         except StorageUnavailable:
             pass  # no storage yet to meter into; the refusal is still counted in the metrics
 
-    admission = AdmissionInterceptor(max_in_flight=max_in_flight, retry_after_seconds=retry_after_seconds,
-                                     keys_required=not (tls is not None and tls.mutual), on_refused=refused)
+    admission = AdmissionInterceptor(max_in_flight=max_in_flight, keys_required=not (tls is not None and tls.mutual),
+                                     on_refused=refused)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="otlp-grpc"),
         options=options,
