@@ -34,6 +34,7 @@ COPY gateway ./gateway
 COPY tenants ./tenants
 COPY billing ./billing
 COPY storage ./storage
+COPY vocabulary ./vocabulary
 # Byte-compiled now: the root filesystem is read-only at run time.
 RUN python -m compileall -q /app \
     && chmod 0755 /app/deploy/entrypoint.sh

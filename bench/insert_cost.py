@@ -67,7 +67,7 @@ def main() -> int:
     import django
     django.setup()
     from billing.metering import usage_batch
-    from billing.outcomes import Outcome, Signal
+    from vocabulary import Outcome, Signal
     from storage.flatten.traces import flatten_traces
 
     sizes = [int(size) for size in args.sizes.split(",")]

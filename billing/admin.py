@@ -2,14 +2,13 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.forms.models import model_to_dict
 from django import forms
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.shortcuts import get_object_or_404
-from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.safestring import mark_safe
 
-from billing.invoicing import invoice_csv
+from billing.documents import invoice_download
 from billing.models import Invoice, InvoiceLine, Plan, PlanSignal, Subscription
 from tenants import audit
 
@@ -146,15 +145,3 @@ class InvoiceAdmin(admin.ModelAdmin):
             raise PermissionDenied
         invoice = get_object_or_404(Invoice.objects.select_related("tenant"), pk=pk)
         return invoice_download(invoice, fmt)
-
-
-def invoice_download(invoice, fmt: str) -> HttpResponse:
-    name = f"invoice-{invoice.tenant.slug}-{invoice.period}"
-    if fmt == "csv":
-        response = HttpResponse(invoice_csv(invoice), content_type="text/csv")
-    elif fmt == "html":
-        response = HttpResponse(render_to_string("billing/invoice.html", {"invoice": invoice}), content_type="text/html")
-    else:
-        raise Http404("invoices download as csv or html")
-    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
-    return response

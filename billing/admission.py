@@ -10,11 +10,16 @@ from typing import Callable
 
 from billing import quotas
 from billing.limits import TenantLimits, limits_for
-from billing.outcomes import Signal
-from gateway.otlp.errors import IngestError, Reason
 from tenants.authentication import Principal
+from vocabulary import Reason, Refusal, Signal
 
 STORED_BYTES_CACHE_SECONDS = 60.0
+
+
+class LimitExceeded(Refusal):
+    """A request over one of its tenant's limits: throttled (retry later), over a daily quota
+    (retry after midnight UTC) or beyond what the plan accepts at all (too large, the stored-data
+    cap)."""
 
 
 def _seconds_to_midnight(now: datetime) -> int:
@@ -24,10 +29,12 @@ def _seconds_to_midnight(now: datetime) -> int:
 
 class Admission:
     """Checks one request against its tenant's limits. `stored_bytes(tenant_id)` tells how
-    much the tenant has stored (looked up at most once a minute per tenant)."""
+    much the tenant has stored (looked up at most once a minute per tenant); `clock` tells the
+    time the daily quotas count in (UTC)."""
 
-    def __init__(self, stored_bytes: Callable[[str], int]):
+    def __init__(self, stored_bytes: Callable[[str], int], *, clock: Callable[[], datetime] | None = None):
         self._stored_bytes = stored_bytes
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._stored: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
@@ -37,14 +44,14 @@ class Admission:
     def check_size(self, principal: Principal, body_bytes: int) -> None:
         limits = self.limits(principal)
         if limits.max_request_bytes and body_bytes > limits.max_request_bytes:
-            raise IngestError(Reason.TOO_LARGE, f"request body of {body_bytes} bytes exceeds the limit of "
+            raise LimitExceeded(Reason.TOO_LARGE, f"request body of {body_bytes} bytes exceeds the limit of "
                               f"{limits.max_request_bytes} bytes of plan {limits.plan_name}; send smaller batches")
 
     def admit(self, principal: Principal, signal: Signal, *, items: int, body_bytes: int) -> None:
         """Rate limits and quotas for a decoded request (its size was checked before decoding)."""
         limits = self.limits(principal)
         if limits.stored_bytes and self._current_stored(principal.tenant_id) >= limits.stored_bytes:
-            raise IngestError(Reason.QUOTA_EXHAUSTED, f"tenant {principal.tenant_slug} has reached the stored-data "
+            raise LimitExceeded(Reason.QUOTA_EXHAUSTED, f"tenant {principal.tenant_slug} has reached the stored-data "
                               f"cap of {limits.stored_bytes} bytes of plan {limits.plan_name}; "
                               "delete data or move to a larger plan")
         signal_limits = limits.for_signal(signal)
@@ -52,22 +59,22 @@ class Admission:
         if signal_limits.requests_per_second:
             allowed, wait = quotas.request_allowed(key, per_second=signal_limits.requests_per_second)
             if not allowed:
-                raise IngestError(Reason.THROTTLED, f"too many {signal} requests: plan {limits.plan_name} allows "
+                raise LimitExceeded(Reason.THROTTLED, f"too many {signal} requests: plan {limits.plan_name} allows "
                                   f"{signal_limits.requests_per_second} per second", retry_after_seconds=wait)
         if signal_limits.items_per_second and items:
             if items > signal_limits.burst:
-                raise IngestError(Reason.TOO_LARGE, f"request holds {items} {signal} items, more than plan "
+                raise LimitExceeded(Reason.TOO_LARGE, f"request holds {items} {signal} items, more than plan "
                                   f"{limits.plan_name} accepts at once ({signal_limits.burst}); split it")
             wait = quotas.take_items(key, rate=signal_limits.items_per_second, burst=signal_limits.burst, cost=items)
             if wait:
-                raise IngestError(Reason.THROTTLED, f"{signal} rate limit: plan {limits.plan_name} allows "
+                raise LimitExceeded(Reason.THROTTLED, f"{signal} rate limit: plan {limits.plan_name} allows "
                                   f"{signal_limits.items_per_second} items per second; this request has {items}",
                                   retry_after_seconds=max(1, math.ceil(wait)))
         self._daily(principal, signal, limits, items=items, body_bytes=body_bytes)
 
     def _daily(self, principal: Principal, signal: Signal, limits: TenantLimits, *, items: int, body_bytes: int):
         signal_limits = limits.for_signal(signal)
-        now = datetime.now(UTC)
+        now = self.clock()
         day = now.strftime("%Y%m%d")
         counters = []
         if signal_limits.items_per_day:
@@ -78,7 +85,7 @@ class Admission:
         if over is not None:
             what, limit = ("items", signal_limits.items_per_day) if ":items:" in over else \
                 ("bytes", signal_limits.bytes_per_day)
-            raise IngestError(Reason.DAILY_QUOTA, f"daily {signal} quota reached: plan {limits.plan_name} allows "
+            raise LimitExceeded(Reason.DAILY_QUOTA, f"daily {signal} quota reached: plan {limits.plan_name} allows "
                               f"{limit} {what} per day (UTC); it resets at midnight UTC",
                               retry_after_seconds=_seconds_to_midnight(now))
 

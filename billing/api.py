@@ -13,9 +13,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from billing.admin import invoice_download
+import storage
+from billing.documents import invoice_download
 from billing.models import Invoice, InvoiceLine
-from billing.runtime import current_store
 from billing.usage import daily_usage
 from storage.clickhouse import StorageUnavailable
 from tenants.models import Tenant
@@ -99,7 +99,7 @@ def tenant_usage_response(request, tenant: Tenant):
     since = _day(request.query_params, "since", today - timedelta(days=29))
     until = _day(request.query_params, "until", today + timedelta(days=1))
     try:
-        rows = daily_usage(current_store(), str(tenant.id), since=since, until=until)
+        rows = daily_usage(storage.get_store(), str(tenant.id), since=since, until=until)
     except StorageUnavailable as exc:
         return Response({"detail": f"usage is not available right now: {exc}"}, status=503)
     data = UsageRowSerializer([row.__dict__ for row in rows], many=True).data

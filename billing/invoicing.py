@@ -112,7 +112,7 @@ def invoice_csv(invoice: Invoice) -> str:
 
 def generate_all(*, period: str, volume: VolumeFn | None = None) -> list[Invoice]:
     """Invoices of every tenant subscribed during `period` (the command and the console)."""
-    from billing.runtime import accepted_volume_fn
+    from billing.usage import accepted_volume_fn
     from tenants.models import Tenant
 
     start, end = period_bounds(period)

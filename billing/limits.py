@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from billing.outcomes import Signal
+from vocabulary import Signal
 
 CACHE_SECONDS = 5.0  # plan edits reach every process within this long
 

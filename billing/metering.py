@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from billing.outcomes import Outcome, Signal
+from vocabulary import Outcome, Signal
 from storage.flatten import TableBatch
 from storage.schema import USAGE_TABLE
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.db import models
 
-from billing.outcomes import Signal
+from vocabulary import Signal
 
 
 class Plan(models.Model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Callable
 
 from django.core.cache import cache
 from django.http import HttpRequest
@@ -39,15 +40,17 @@ return wait_ms
 """
 
 
-class _LocalBuckets:
-    """Token buckets in this process (the embedded mode has exactly one)."""
+class LocalBuckets:
+    """Token buckets in this process (the embedded mode has exactly one). `clock`: seconds on
+    a monotonic clock (tests move it by hand)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._state: dict[str, tuple[float, float]] = {}
 
     def take(self, key: str, *, rate: float, burst: float, cost: float) -> float:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             tokens, ts = self._state.get(key, (burst, now))
             tokens = min(burst, tokens + (now - ts) * rate)
@@ -58,7 +61,7 @@ class _LocalBuckets:
             return (cost - tokens) / rate
 
 
-class _RedisBuckets:
+class RedisBuckets:
     def __init__(self, client) -> None:
         self._script = client.register_script(_TOKEN_BUCKET_LUA)
 
@@ -70,22 +73,23 @@ _buckets = None
 _buckets_lock = threading.Lock()
 
 
-def _bucket_store():
+def bucket_store() -> LocalBuckets | RedisBuckets:
+    """This process's token buckets: in Redis when the cache is Redis, else in memory."""
     global _buckets
     if _buckets is None:
         with _buckets_lock:
             if _buckets is None:
                 client_factory = getattr(getattr(cache, "_cache", None), "get_client", None)
                 if callable(client_factory):  # django.core.cache.backends.redis.RedisCache
-                    _buckets = _RedisBuckets(client_factory(write=True))
+                    _buckets = RedisBuckets(client_factory(write=True))
                 else:
-                    _buckets = _LocalBuckets()
+                    _buckets = LocalBuckets()
     return _buckets
 
 
 def take_items(key: str, *, rate: int, burst: int, cost: int) -> float:
     """Take `cost` items from the bucket; 0 when allowed, else seconds until they would be."""
-    return _bucket_store().take(f"quota:items:{key}", rate=rate, burst=burst, cost=cost)
+    return bucket_store().take(f"quota:items:{key}", rate=rate, burst=burst, cost=cost)
 
 
 def request_allowed(key: str, *, per_second: int) -> tuple[bool, int]:

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from django.core.cache import cache
 
 from billing.limits import limits_for
-from billing.outcomes import Signal
+from vocabulary import Signal
 from billing.usage import ACCEPTED, UsageRow, daily_usage
 
 CHART_DAYS = 30

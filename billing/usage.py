@@ -4,10 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from billing.outcomes import Outcome
+from typing import Callable
+
+import storage
 from storage.clickhouse import Store
 from storage.reader import TenantReader
 from storage.schema import USAGE_TABLE
+from vocabulary import Outcome
 
 ACCEPTED = (Outcome.ACCEPTED.value, Outcome.PARTIALLY_ACCEPTED.value)
 
@@ -48,3 +51,9 @@ def accepted_volume(store: Store, tenant_id: str, *, since: datetime, until: dat
         {"since": _utc(since), "until": _utc(until), "accepted": list(ACCEPTED)},
     )
     return {signal: (int(items), int(size)) for signal, items, size in result.result_rows}
+
+
+def accepted_volume_fn(store: Store | None = None) -> Callable[[str, datetime, datetime], dict[str, tuple[int, int]]]:
+    """`accepted_volume` of `store` (the process's), as invoicing asks for it."""
+    store = store or storage.get_store()
+    return lambda tenant_id, since, until: accepted_volume(store, tenant_id, since=since, until=until)

@@ -8,7 +8,15 @@ from pathlib import Path
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+import storage
 from storage.schema import Layout
+
+
+def _embedded() -> bool:
+    try:
+        return storage.store_from_settings().embedded  # not connected: asking costs nothing
+    except ValueError:  # an unusable URL or cluster: clickhouse_cluster_check says which
+        return False
 
 
 @register(Tags.database)
@@ -20,7 +28,9 @@ def clickhouse_cluster_check(app_configs, **kwargs):
         Layout(cluster)
     except ValueError as exc:
         return [Error(str(exc), hint="letters, digits, '_', '.', '-' or a {macro}", id="gateway.E001")]
-    if settings.GATEWAY_CLICKHOUSE_URL.startswith("chdb:"):
+    try:
+        storage.store_from_settings()
+    except ValueError:
         return [Error(
             "GATEWAY_CLICKHOUSE_CLUSTER is set but GATEWAY_CLICKHOUSE_URL is embedded chDB",
             hint="point GATEWAY_CLICKHOUSE_URL at a server of the cluster (http(s)://...)", id="gateway.E002",
@@ -41,7 +51,7 @@ def production_services_check(app_configs, **kwargs):
             "the cache is local memory: rate limits and quotas would count per process",
             hint="set GATEWAY_CACHE_URL=redis://...", id="gateway.W002",
         ))
-    if settings.GATEWAY_CLICKHOUSE_URL.startswith("chdb:"):
+    if _embedded():
         problems.append(Warning(
             "ClickHouse is embedded chDB: only one process may write it",
             hint="set GATEWAY_CLICKHOUSE_URL=https://user:password@host:8443/database", id="gateway.W003",

@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from gateway.otlp import runtime
+import storage
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -31,7 +31,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:
         checks["cache"] = f"error: {exc.__class__.__name__}"
     try:
-        checks["clickhouse"] = "ok" if runtime.get_pipeline().batcher.store.ping() else "unreachable"
+        checks["clickhouse"] = "ok" if storage.get_store().ping() else "unreachable"
     except Exception as exc:
         checks["clickhouse"] = f"error: {exc.__class__.__name__}"
     ready = all(value == "ok" for value in checks.values())

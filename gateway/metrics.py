@@ -1,7 +1,7 @@
 """Prometheus metrics: OTLP requests, items and bytes by signal, transport and outcome, request
 latency, and the storage batcher (queue depth, flush and INSERT latency, rows stored).
 
-Both transports call `record_export` once per request; the batcher reports through
+Both transports count each request once, through gateway.otlp.export (`record_export`); the batcher reports through
 `BatcherMetrics`. /metrics serves them. Under gunicorn with several workers, set
 PROMETHEUS_MULTIPROC_DIR (an empty, writable directory per pod) so that a scrape sums every
 worker; without it each scrape sees the one worker that answered it.
@@ -34,12 +34,11 @@ from prometheus_client import (  # noqa: E402
     multiprocess,
 )
 
-from billing.outcomes import Signal  # noqa: E402
+from storage.batcher import BatcherObserver  # noqa: E402
+from vocabulary import Signal  # noqa: E402
 
 if TYPE_CHECKING:
-    from gateway.otlp.errors import IngestError
     from gateway.otlp.pipeline import ExportResult
-    from tenants.authentication import Principal
 
 # `*_created` timestamps would double the series for nothing Prometheus' rate() needs.
 disable_created_metrics()
@@ -129,26 +128,21 @@ def get() -> GatewayMetrics:
     return _metrics
 
 
-def record_export(
-    transport: Transport, signal: Signal, *, started: float, body_bytes: int,
-    result: ExportResult | None = None, error: IngestError | None = None, principal: Principal | None = None,
-) -> None:
-    """Count one OTLP export request: `result` (a pipeline ExportResult) or `error` (the
-    IngestError it was refused with); `started` is its time.perf_counter() on arrival."""
-    principal = result.principal if result is not None else principal
+def record_export(transport: Transport, result: ExportResult, *, started: float) -> None:
+    """Count one OTLP export request as it ended; `started` is its time.perf_counter() on arrival."""
     get().record_export(
         transport=transport,
-        signal=signal,
-        outcome=str(result.outcome if result is not None else error.reason.outcome),
+        signal=result.signal,
+        outcome=str(result.outcome),
         seconds=time.perf_counter() - started,
-        body_bytes=body_bytes,
-        accepted=result.accepted if result is not None else 0,
-        rejected=result.rejected if result is not None else 0,
-        tenant=principal.tenant_slug if principal is not None else "",
+        body_bytes=result.body_bytes,
+        accepted=result.accepted,
+        rejected=result.rejected,
+        tenant=result.principal.tenant_slug if result.principal is not None else "",
     )
 
 
-class BatcherMetrics:
+class BatcherMetrics(BatcherObserver):
     """What the storage batcher reports (storage.batcher.BatcherObserver)."""
 
     def queue_depth(self, depth: int) -> None:

@@ -289,9 +289,11 @@ GATEWAY_DEFAULT_RETENTION_DAYS = env_int("GATEWAY_DEFAULT_RETENTION_DAYS", 30)
 # A ClickHouse cluster (a remote_servers name, or the `{cluster}` macro): telemetry tables are
 # then ReplicatedMergeTree `<table>_local` ON CLUSTER plus Distributed tables sharded by tenant.
 GATEWAY_CLICKHOUSE_CLUSTER = os.environ.get("GATEWAY_CLICKHOUSE_CLUSTER", "")
-# Apply ClickHouse migrations when a process builds its pipeline. The embedded all-in-one does;
-# with a ClickHouse server the migrations Job does it once, before new pods start.
-GATEWAY_MIGRATE_ON_START = env_bool("GATEWAY_MIGRATE_ON_START", GATEWAY_CLICKHOUSE_URL.startswith("chdb:"))
+# Apply ClickHouse migrations when a process builds its pipeline. Unset: the embedded all-in-one
+# does; with a ClickHouse server the migrations Job does it once, before new pods start.
+GATEWAY_MIGRATE_ON_START = (
+    env_bool("GATEWAY_MIGRATE_ON_START", False) if os.environ.get("GATEWAY_MIGRATE_ON_START", "") != "" else None
+)
 
 # --- Production processes and metrics (see docs/OPERATIONS.md) ------------------------------
 # serve_http: gunicorn workers; 0 = one per CPU available to the container (cgroup quota).

@@ -77,6 +77,9 @@ class BatcherObserver:
     def queue_depth(self, depth: int) -> None:
         pass
 
+    def collecting(self, *, rows: int) -> None:
+        """The writer took a request's rows and now gathers what joins them into one INSERT."""
+
     def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
         pass
 
@@ -232,6 +235,7 @@ class Batcher:
         """`first` and what joins it: everything queued; until the linger runs out, the rows of
         requests still preparing them; and until the wait runs out, whatever arrives."""
         group, rows = [first], first.rows
+        self.observer.collecting(rows=rows)
         started = time.monotonic()
         wait_until = started + self.wait_seconds
         linger_until = max(wait_until, started + self.linger_seconds)

@@ -128,6 +128,7 @@ class Store:
             raise ValueError("a ClickHouse cluster needs a ClickHouse server URL (http(s)://...), not embedded chDB")
         self.url = url
         self.embedded = scheme == "chdb"
+        self.merge_threads = merge_threads if self.embedded else None
         self._engine_options = {"background_pool_size": merge_threads} if self.embedded and merge_threads else None
         self.layout = Layout(cluster or None)
         # A Distributed INSERT is acknowledged once the rows are on their shard, not when they

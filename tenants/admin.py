@@ -19,24 +19,17 @@ def _actor(request):
     return audit.actor_for_user(request.user)
 
 
-def drop_partitions(tenant_id: str) -> int:
-    from gateway.otlp import runtime
-    from storage.tenant_data import drop_tenant_partitions
-
-    return drop_tenant_partitions(runtime.get_pipeline().batcher.store, tenant_id)
-
-
 def _usage_context(request, tenant) -> dict:
     """Usage charts, quota use and invoices for the tenant's page."""
     from datetime import UTC, datetime
 
+    import storage
     from billing.reports import quota_consumption, tenant_usage, usage_charts
-    from billing.runtime import current_store
     from storage.clickhouse import StorageUnavailable
 
     context = {"quota_use": quota_consumption(tenant), "usage_error": ""}
     try:
-        rows = tenant_usage(current_store(), tenant)
+        rows = tenant_usage(storage.get_store(), tenant)
     except StorageUnavailable as exc:
         rows, context["usage_error"] = [], f"usage is not available right now: {exc}"
     context["usage_charts"] = usage_charts(rows, until=datetime.now(UTC).date())
@@ -79,7 +72,7 @@ class TenantAdmin(admin.ModelAdmin):
             raise PermissionDenied(str(exc)) from exc
 
     def delete_model(self, request, obj):
-        services.delete_tenant(actor=_actor(request), tenant=obj, drop_partitions=drop_partitions)
+        services.delete_tenant(actor=_actor(request), tenant=obj)
 
     def delete_queryset(self, request, queryset):
         for tenant in queryset.exclude(status=Tenant.Status.DELETED):

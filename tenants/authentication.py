@@ -8,11 +8,15 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from billing.outcomes import Signal
-from gateway.otlp.errors import IngestError, Reason
-from tenants.origins import origin_matches
 from tenants.keys import hash_key, is_well_formed, visible_prefix
 from tenants.models import ApiKey, ClientCertificate, Tenant
+from tenants.origins import origin_matches
+from vocabulary import Reason, Refusal, Signal
+
+
+class CredentialsRefused(Refusal):
+    """The request's key or certificate does not let it write: unauthenticated (401) or not
+    permitted (403). `tenant_id` says whose credentials they were, where that is known."""
 
 
 @dataclass(frozen=True)
@@ -52,28 +56,26 @@ def credentials_from_headers(authorization: str | None, x_api_key: str | None) -
 
 
 def _check_usable(match: ApiKey, signal: Signal, now) -> None:
+    """Refused, but whose key it was is known: the refusal is metered to that tenant."""
+
+    def refused(reason: Reason, message: str) -> CredentialsRefused:
+        return CredentialsRefused(reason, message, tenant_id=str(match.tenant_id))
+
     if match.revoked_at is not None:
-        raise IngestError(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was revoked")
+        raise refused(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was revoked")
     if match.grace_until is not None and match.grace_until <= now:
         # Nothing of the new key: whoever holds the old one may not be who should get the new.
-        raise IngestError(
-            Reason.UNAUTHENTICATED,
-            f"API key {match.prefix}… was rotated on {match.rotated_at:%Y-%m-%d}; use the key that replaced it "
-            "(the tenant's admin has it)",
-        )
+        raise refused(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was rotated on {match.rotated_at:%Y-%m-%d}; "
+                      "use the key that replaced it (the tenant's admin has it)")
     if match.expires_at is not None and match.expires_at <= now:
-        raise IngestError(
-            Reason.UNAUTHENTICATED,
-            f"API key {match.prefix}… expired on {match.expires_at:%Y-%m-%d}; issue a new key",
-        )
+        raise refused(Reason.UNAUTHENTICATED,
+                      f"API key {match.prefix}… expired on {match.expires_at:%Y-%m-%d}; issue a new key")
     tenant = match.tenant
     if tenant.status != Tenant.Status.ACTIVE:
-        raise IngestError(Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}")
+        raise refused(Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}")
     if signal.value not in match.scopes:
-        raise IngestError(
-            Reason.PERMISSION_DENIED,
-            f"API key {match.prefix}… may not write {signal.value}; its scopes are {match.scopes}",
-        )
+        raise refused(Reason.PERMISSION_DENIED,
+                      f"API key {match.prefix}… may not write {signal.value}; its scopes are {match.scopes}")
 
 
 def _registered_certificate(sha256: str | None, now) -> ClientCertificate | None:
@@ -85,15 +87,14 @@ def _registered_certificate(sha256: str | None, now) -> ClientCertificate | None
     if certificate is None:
         return None
     label = f"client certificate {certificate.name!r} (sha256 {sha256[:16]}…)"
-    error = None
+    tenant_id = str(certificate.tenant_id)
     if certificate.revoked_at is not None:
-        error = IngestError(Reason.UNAUTHENTICATED, f"{label} was revoked on {certificate.revoked_at:%Y-%m-%d}")
-    elif certificate.not_after <= now:
-        error = IngestError(Reason.UNAUTHENTICATED,
-                            f"{label} expired on {certificate.not_after:%Y-%m-%d}; register its renewal")
-    if error is not None:
-        error.tenant_id = str(certificate.tenant_id)
-        raise error
+        raise CredentialsRefused(Reason.UNAUTHENTICATED, f"{label} was revoked on {certificate.revoked_at:%Y-%m-%d}",
+                                 tenant_id=tenant_id)
+    if certificate.not_after <= now:
+        raise CredentialsRefused(Reason.UNAUTHENTICATED,
+                                 f"{label} expired on {certificate.not_after:%Y-%m-%d}; register its renewal",
+                                 tenant_id=tenant_id)
     return certificate
 
 
@@ -101,30 +102,30 @@ def _check_certificate_policy(tenant: Tenant, certificate: ClientCertificate | N
     """A request carrying an API key: its client certificate, if registered, must be the same
     tenant's; and a tenant that requires one must get one."""
     if certificate is not None and certificate.tenant_id != tenant.id:
-        raise IngestError(
+        raise CredentialsRefused(
             Reason.PERMISSION_DENIED,
             f"the client certificate {certificate.name!r} is registered to tenant {certificate.tenant.slug}, "
             f"but the API key belongs to tenant {tenant.slug}; send one tenant's credentials only",
+            tenant_id=str(tenant.id),
         )
     if certificate is None and tenant.require_client_certificate:
         detail = "; the certificate presented is not registered to it" if presented else ""
-        raise IngestError(
+        raise CredentialsRefused(
             Reason.PERMISSION_DENIED,
             f"tenant {tenant.slug} requires a TLS client certificate registered to it as well as an API key{detail}",
+            tenant_id=str(tenant.id),
         )
 
 
 def _certificate_principal(certificate: ClientCertificate) -> Principal:
     tenant = certificate.tenant
-    error = None
     if tenant.status != Tenant.Status.ACTIVE:
-        error = IngestError(Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}")
-    elif tenant.require_client_certificate:
-        error = IngestError(Reason.PERMISSION_DENIED,
-                            f"tenant {tenant.slug} requires an API key as well as its client certificate")
-    if error is not None:
-        error.tenant_id = str(tenant.id)
-        raise error
+        raise CredentialsRefused(Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}",
+                                 tenant_id=str(tenant.id))
+    if tenant.require_client_certificate:
+        raise CredentialsRefused(Reason.PERMISSION_DENIED,
+                                 f"tenant {tenant.slug} requires an API key as well as its client certificate",
+                                 tenant_id=str(tenant.id))
     return Principal(
         tenant_id=str(tenant.id),
         tenant_slug=tenant.slug,
@@ -139,14 +140,14 @@ def _certificate_principal(certificate: ClientCertificate) -> Principal:
     )
 
 
-def refuse_without_lookup(api_key: str | None) -> IngestError | None:
+def refuse_without_lookup(api_key: str | None) -> CredentialsRefused | None:
     """The refusal for a key that is missing or not one of ours, found without the database (the
     gRPC server asks before it reads a call's message); None when only a lookup can tell."""
     if not api_key:
-        return IngestError(Reason.UNAUTHENTICATED,
+        return CredentialsRefused(Reason.UNAUTHENTICATED,
                            "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
     if not is_well_formed(api_key):
-        return IngestError(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
+        return CredentialsRefused(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
     return None
 
 
@@ -159,7 +160,7 @@ def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str
         if certificate is not None:
             return _certificate_principal(certificate)
         if client_cert_sha256:
-            raise IngestError(
+            raise CredentialsRefused(
                 Reason.UNAUTHENTICATED,
                 f"the client certificate (sha256 {client_cert_sha256[:16]}…) is not registered to a tenant: "
                 "register it (manage.py register_client_certificate) or send an API key",
@@ -174,13 +175,9 @@ def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str
         if secrets.compare_digest(candidate.hashed_key, hashed):
             match = candidate
     if match is None:
-        raise IngestError(Reason.UNAUTHENTICATED, "invalid API key: unknown key")
-    try:
-        _check_usable(match, signal, now)
-        _check_certificate_policy(match.tenant, certificate, presented=bool(client_cert_sha256))
-    except IngestError as exc:
-        exc.tenant_id = str(match.tenant_id)  # refused, but whose it was is known: meter it
-        raise
+        raise CredentialsRefused(Reason.UNAUTHENTICATED, "invalid API key: unknown key")
+    _check_usable(match, signal, now)
+    _check_certificate_policy(match.tenant, certificate, presented=bool(client_cert_sha256))
     tenant = match.tenant
     _touch(match, now)
     return Principal(
@@ -201,12 +198,12 @@ def check_origin(principal: Principal, origin: str, *, gateway_allows: tuple[str
     """A browser request (it carries an Origin) must come from one of the tenant's own sites,
     and, when `gateway_allows` is given, from one the gateway lets send at all."""
     if gateway_allows is not None and not any(origin_matches(pattern, origin) for pattern in gateway_allows):
-        raise IngestError(Reason.PERMISSION_DENIED, f"browser requests from {origin[:200]} are not allowed by this "
+        raise CredentialsRefused(Reason.PERMISSION_DENIED, f"browser requests from {origin[:200]} are not allowed by this "
                           "gateway (GATEWAY_CORS_ALLOWED_ORIGINS)", tenant_id=principal.tenant_id)
     if any(origin_matches(pattern, origin) for pattern in principal.allowed_origins):
         return
     listed = ", ".join(principal.allowed_origins) or "none"
-    raise IngestError(Reason.PERMISSION_DENIED,
+    raise CredentialsRefused(Reason.PERMISSION_DENIED,
                       f"tenant {principal.tenant_slug} does not allow browser requests from {origin[:200]} "
                       f"(its allowed origins: {listed}); a tenant admin adds the site to the tenant's allowed origins",
                       tenant_id=principal.tenant_id)

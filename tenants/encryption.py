@@ -40,7 +40,7 @@ class KeyUnavailable(Exception):
 
 
 # --- master key ---------------------------------------------------------------------------------
-def _decode_master(raw: bytes, where: str) -> bytes:
+def decode_master_key(raw: bytes, where: str) -> bytes:
     try:
         key = base64.b64decode(raw.strip(), validate=True)
     except ValueError as exc:
@@ -52,7 +52,7 @@ def _decode_master(raw: bytes, where: str) -> bytes:
 
 def load_master_key() -> bytes:
     if os.environ.get("GATEWAY_MASTER_KEY"):
-        return _decode_master(os.environ["GATEWAY_MASTER_KEY"].encode(), "GATEWAY_MASTER_KEY")
+        return decode_master_key(os.environ["GATEWAY_MASTER_KEY"].encode(), "GATEWAY_MASTER_KEY")
     path = Path(settings.GATEWAY_MASTER_KEY_FILE)
     if not path.exists():
         if path.parent != settings.DATA_DIR:
@@ -62,7 +62,7 @@ def load_master_key() -> bytes:
         path.chmod(0o600)
         log.warning("generated a new master key in %s: data encrypted under it is lost with this file; "
                     "in production set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE from a secret", path)
-    return _decode_master(path.read_bytes(), str(path))
+    return decode_master_key(path.read_bytes(), str(path))
 
 
 def master_key_id(master: bytes) -> str:

@@ -10,8 +10,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+import storage
 from billing.limits import validate_overrides
 from billing.services import change_plan
+from storage.clickhouse import Store
+from storage.tenant_data import drop_tenant_partitions
 from tenants import audit
 from tenants.audit import Actor
 from tenants.encryption import create_first_data_key, destroy_data_keys
@@ -127,17 +130,16 @@ def activate_tenant(*, actor: Actor, tenant: Tenant) -> Tenant:
     return _set_status(actor=actor, tenant=tenant, status=Tenant.Status.ACTIVE, action="tenant.activated")
 
 
-def delete_tenant(*, actor: Actor, tenant: Tenant, drop_partitions) -> Tenant:
-    """Mark the tenant deleted, revoke its keys, and drop its telemetry partitions.
-
-    `drop_partitions(tenant_id) -> int` removes the stored data (storage.tenant_data)."""
+def delete_tenant(*, actor: Actor, tenant: Tenant, store: Store | None = None) -> Tenant:
+    """Mark the tenant deleted, revoke its keys, destroy its data keys and drop its telemetry
+    partitions from `store` (the process's)."""
     with transaction.atomic():
         _set_status(actor=actor, tenant=tenant, status=Tenant.Status.DELETED, action="tenant.deleted")
         now = timezone.now()
         for key in tenant.api_keys.filter(revoked_at__isnull=True):
             _revoke(actor=actor, key=key, now=now)
     destroy_data_keys(actor=actor, tenant=tenant)  # crypto-shredding first: copies anywhere stay unreadable
-    dropped = drop_partitions(str(tenant.id))
+    dropped = drop_tenant_partitions(store or storage.get_store(), str(tenant.id))
     audit.record(actor=actor, action="tenant.data_dropped", target_type="tenant", target_id=tenant.id,
                  target_repr=tenant.slug, changes={"after": {"partitions_dropped": dropped}, "before": {}})
     return tenant

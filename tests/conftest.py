@@ -13,6 +13,7 @@ import grpc
 import pytest
 from django.conf import settings
 
+import storage
 from gateway.otlp import runtime
 from gateway.otlp.grpc_server import build_server
 from storage.clickhouse import Store
@@ -25,9 +26,11 @@ from tenants.services import create_tenant_with_key
 _tenant_numbers = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def store() -> Store:
-    store = Store(settings.GATEWAY_CLICKHOUSE_URL)
+    """The process's store (storage.get_store()), as every part of the gateway reaches it,
+    migrated as a serving process migrates it on start."""
+    store = storage.get_store()
     store.migrate()
     return store
 
@@ -48,7 +51,6 @@ def grpc_target(pipeline) -> str:
         address="127.0.0.1:0",
         max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
         threads=8,
-        retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
     )
     server.start()
     yield f"127.0.0.1:{port}"
@@ -108,6 +110,30 @@ def make_tenant(store, transactional_db):
 @pytest.fixture
 def tenant(make_tenant) -> TenantWithKey:
     return make_tenant()
+
+
+class Clock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def ratelimit_clock(monkeypatch) -> Clock:
+    """django-ratelimit's windows (the console's sign-in limit, requests per second) on a
+    hand-moved clock, so that no window ends in the middle of a test."""
+    import django_ratelimit.core
+
+    clock = Clock()
+    monkeypatch.setattr(django_ratelimit.core, "time", type("FakeTime", (), {"time": staticmethod(clock)}))
+    return clock
 
 
 @pytest.fixture(autouse=True)

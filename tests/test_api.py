@@ -10,8 +10,8 @@ import yaml
 from openapi_spec_validator import validate
 from rest_framework.test import APIClient
 
-from billing.outcomes import Signal
-from gateway.otlp.errors import IngestError
+from vocabulary import Reason, Signal
+from tenants.authentication import CredentialsRefused
 from tenants.audit import Actor
 from tenants.authentication import authenticate
 from tenants.models import ApiKey, AuditEvent, Tenant
@@ -60,20 +60,20 @@ def test_tenant_and_key_lifecycle(admin_api):
     assert patched.status_code == 200 and patched.json()["retention_days"] == 60
 
     assert admin_api.post("/api/v1/tenants/acme-corp/suspend/").json()["status"] == "suspended"
-    with pytest.raises(IngestError, match="suspended") as caught:
+    with pytest.raises(CredentialsRefused, match="suspended") as caught:
         authenticate(secret, Signal.LOGS)
-    assert caught.value.reason.http_status == 403
+    assert caught.value.reason is Reason.PERMISSION_DENIED
     assert admin_api.post("/api/v1/tenants/acme-corp/activate/").json()["status"] == "active"
 
     rotated = admin_api.post(f"/api/v1/keys/{key.json()['id']}/rotate/", {"grace_seconds": 0}, format="json")
     assert rotated.status_code == 201
-    with pytest.raises(IngestError, match="was rotated on"):
+    with pytest.raises(CredentialsRefused, match="was rotated on"):
         authenticate(secret, Signal.LOGS)
     new_secret = rotated.json()["secret"]
     assert authenticate(new_secret, Signal.LOGS).tenant_slug == "acme-corp"
     revoked = admin_api.post(f"/api/v1/keys/{rotated.json()['id']}/revoke/")
     assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
-    with pytest.raises(IngestError, match="revoked"):
+    with pytest.raises(CredentialsRefused, match="revoked"):
         authenticate(new_secret, Signal.LOGS)
 
     actions = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))

@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from billing.outcomes import Signal
-from gateway.otlp.errors import IngestError
+from vocabulary import Reason, Signal
+from tenants.authentication import CredentialsRefused
 from tenants import services
 from tenants.audit import Actor, verify_chain
 from tenants.audit_export import AuditFilters, export_audit_log
@@ -179,9 +179,9 @@ def test_rotation_grace_period_then_clear_refusal():
     assert authenticate(old.secret, Signal.TRACES).tenant_id == str(tenant.id)  # still in its grace period
     assert authenticate(new.secret, Signal.TRACES).key_id == new.api_key.id
     ApiKey.objects.filter(pk=old.api_key.pk).update(grace_until=old.api_key.rotated_at)  # grace is over
-    with pytest.raises(IngestError) as caught:
+    with pytest.raises(CredentialsRefused) as caught:
         authenticate(old.secret, Signal.TRACES)
-    assert caught.value.reason.http_status == 401
+    assert caught.value.reason is Reason.UNAUTHENTICATED
     # Whoever still holds the old key learns nothing of the new one.
     assert "was rotated on" in caught.value.message and new.api_key.prefix not in caught.value.message
     assert [e.action for e in AuditEvent.objects.order_by("seq")][-2:] == ["key.rotated", "key.created"]

@@ -223,6 +223,19 @@ def test_storage_unavailable(tenant, http_url, grpc_channel, storage_down):
     assert tenant.count("otel_traces") == 0
 
 
-def test_storage_recovers(tenant, http_url, grpc_channel):
-    # Runs after test_storage_unavailable restored the real pipeline.
-    assert_good_request_works(tenant, http_url, grpc_channel)
+def test_the_same_pipeline_recovers_from_an_outage(tenant, http_url, grpc_channel, store, pipeline):
+    """The process's own pipeline loses its table, then gets it back: while it is gone every
+    request is refused for a retry and nothing is stored; once back, the same requests are
+    stored, once each."""
+    store.command("DETACH TABLE otel_traces")
+    try:
+        reply = http_post(http_url, "traces", GOOD, key=tenant.key)
+        assert reply.status == 503 and "nothing from this request was stored" in reply.status_message().message
+        assert reply.headers["retry-after"] == str(settings.GATEWAY_RETRY_AFTER_SECONDS)
+        with pytest.raises(grpc.RpcError) as caught:
+            grpc_export(grpc_channel, "traces", GOOD, key=tenant.key)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and retry_info(caught.value) is not None
+    finally:
+        store.command("ATTACH TABLE otel_traces")
+    assert tenant.count("otel_traces") == 0
+    assert_good_request_works(tenant, http_url, grpc_channel)  # the exporters' retries: 3 spans each

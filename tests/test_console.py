@@ -141,7 +141,7 @@ def test_role_changes_and_logins_are_audited(console_user):
 
 
 @override_settings(GATEWAY_ADMIN_LOGIN_RATE="3/m")
-def test_login_is_rate_limited_and_failures_are_audited(console_user):
+def test_login_is_rate_limited_and_failures_are_audited(console_user, ratelimit_clock):
     user = console_user(GATEWAY_ADMIN)
     client = Client()
     for _ in range(3):

@@ -19,7 +19,6 @@ from tenants.encryption import KeyUnavailable, key_ring, reader_for
 from tenants.models import AuditEvent, TenantDataKey
 from tenants.services import delete_tenant, update_tenant
 from storage.reader import TenantReader
-from storage.tenant_data import drop_tenant_partitions
 from tests import otlp_requests
 from tests.clients import http_post
 
@@ -110,7 +109,7 @@ def test_deleting_a_tenant_shreds_its_keys(http_url, tenant, store):
     _send(http_url, tenant, **{"user.email": "gone@example.com"})
     (raw,) = TenantReader(store, str(tenant.tenant.id)).rows(SQL)
     ciphertext = raw["SpanAttributes"]["user.email"]
-    delete_tenant(actor=SYSTEM, tenant=tenant.tenant, drop_partitions=lambda t: drop_tenant_partitions(store, t))
+    delete_tenant(actor=SYSTEM, tenant=tenant.tenant, store=store)
     assert all(bytes(k.wrapped_key) == b"" and k.destroyed_at for k in TenantDataKey.objects.filter(tenant=tenant.tenant))
     with pytest.raises(KeyUnavailable):
         key_ring(str(tenant.tenant.id)).decrypt("user.email", ciphertext)

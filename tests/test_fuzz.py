@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.otlp import runtime
 from gateway.otlp.decode import RESPONSE_TYPES
-from billing.outcomes import Signal
+from vocabulary import Signal
 from storage.flatten import TABLES
 from tests import otlp_requests
 from tests.clients import grpc_export, http_post

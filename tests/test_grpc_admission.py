@@ -68,7 +68,7 @@ def _refused(channel, body: bytes, key: str | None) -> grpc.RpcError:
 def small_server(pipeline):
     server, port = build_server(runtime.get_pipeline, address="127.0.0.1:0",
                                 max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES, threads=4,
-                                retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS, max_in_flight=2)
+                                max_in_flight=2)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield server, channel

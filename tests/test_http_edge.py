@@ -16,7 +16,7 @@ import zstandard
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
-from billing.outcomes import Signal
+from vocabulary import Signal
 from gateway.edge import EdgeLimits, ServerThread
 from storage.flatten import TABLES
 from tests import otlp_requests

@@ -9,8 +9,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from billing.outcomes import Signal
-from gateway.otlp.errors import IngestError, Reason
+from vocabulary import Signal
+from tenants.authentication import CredentialsRefused
+from vocabulary import Reason
 from tenants import keys
 from tenants.authentication import authenticate, credentials_from_headers
 from tenants.models import ApiKey, Tenant
@@ -79,8 +80,8 @@ def test_credentials_from_headers(authorization, x_api_key, expected):
     assert credentials_from_headers(authorization, x_api_key) == expected
 
 
-def _refused(secret, signal=Signal.TRACES) -> IngestError:
-    with pytest.raises(IngestError) as caught:
+def _refused(secret, signal=Signal.TRACES) -> CredentialsRefused:
+    with pytest.raises(CredentialsRefused) as caught:
         authenticate(secret, signal)
     return caught.value
 

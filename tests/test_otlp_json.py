@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import json_format
 
 from gateway.otlp.decode import REQUEST_TYPES
-from billing.outcomes import Signal
+from vocabulary import Signal
 from storage.schema import METRIC_TABLES
 from tests import otlp_requests
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.test import override_settings
 
-from billing.outcomes import Signal
+from vocabulary import Signal
 from gateway.otlp import decode, runtime
 from gateway.otlp.pipeline import Pipeline
 from gateway.otlp.prepare import PreparePool

@@ -108,13 +108,20 @@ def test_production_settings_refuse_a_missing_secret_key_and_wildcard_hosts(tmp_
 
 
 def test_migrate_on_start_defaults_to_embedded_only(monkeypatch):
+    from django.test import override_settings
+
+    from gateway.otlp.runtime import migrate_on_start
+    from storage.clickhouse import Store
+
     monkeypatch.delenv("GATEWAY_MIGRATE_ON_START", raising=False)
-    monkeypatch.setenv("GATEWAY_CLICKHOUSE_URL", "chdb:///tmp/otlpgw-settings-test")
-    assert runpy.run_path(str(ROOT / "gateway" / "settings.py"))["GATEWAY_MIGRATE_ON_START"] is True
-    monkeypatch.setenv("GATEWAY_CLICKHOUSE_URL", "https://u:p@clickhouse:8443/db")
-    assert runpy.run_path(str(ROOT / "gateway" / "settings.py"))["GATEWAY_MIGRATE_ON_START"] is False
+    assert runpy.run_path(str(ROOT / "gateway" / "settings.py"))["GATEWAY_MIGRATE_ON_START"] is None
+    with override_settings(GATEWAY_MIGRATE_ON_START=None):
+        assert migrate_on_start(Store("chdb:///tmp/otlpgw-settings-test")) is True
+        assert migrate_on_start(Store("https://u:p@clickhouse:8443/db")) is False
     monkeypatch.setenv("GATEWAY_MIGRATE_ON_START", "true")
     assert runpy.run_path(str(ROOT / "gateway" / "settings.py"))["GATEWAY_MIGRATE_ON_START"] is True
+    with override_settings(GATEWAY_MIGRATE_ON_START=True):
+        assert migrate_on_start(Store("https://u:p@clickhouse:8443/db")) is True
 
 
 # --- PostgreSQL and Redis ----------------------------------------------------------------------

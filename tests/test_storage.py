@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.http_server import available_cpus
-from storage.batcher import Batcher
+from storage.host import available_cpus
+from storage.batcher import Batcher, BatcherObserver
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, Store
 from storage.flatten.traces import flatten_traces
 from storage.reader import TenantReader
@@ -44,10 +44,10 @@ def test_migrations_are_recorded_and_idempotent(store):
 _MERGE_THREADS_SCRIPT = """
 import django, json
 django.setup()
-from gateway.otlp import runtime
-store = runtime.store_from_settings()
+import storage
+store = storage.get_store()
 rows = store.query("SELECT value FROM system.server_settings WHERE name = 'background_pool_size'").result_rows
-print(json.dumps([int(rows[0][0]), runtime.chdb_merge_threads()]))
+print(json.dumps([int(rows[0][0]), store.merge_threads]))
 """
 
 
@@ -135,6 +135,16 @@ def test_batcher_groups_concurrent_requests_into_few_inserts(store):
     assert [_count(store, t) for t in tenant_ids] == [10] * len(tenant_ids)
 
 
+class Collecting(BatcherObserver):
+    """Tells a test when the writer has taken a request's rows and is gathering more."""
+
+    def __init__(self):
+        self.started = threading.Event()
+
+    def collecting(self, *, rows: int) -> None:
+        self.started.set()
+
+
 def test_a_request_alone_is_written_without_lingering(store):
     batcher = Batcher(store, linger_seconds=30)
     batcher.start()
@@ -148,7 +158,8 @@ def test_a_request_alone_is_written_without_lingering(store):
 
 
 def test_an_insert_waits_for_rows_being_prepared(store):
-    batcher = Batcher(store, linger_seconds=30)
+    collecting = Collecting()
+    batcher = Batcher(store, linger_seconds=30, observer=collecting)
     batcher.start()
     preparing, waiting = str(uuid.uuid4()), str(uuid.uuid4())
     done = {}
@@ -161,7 +172,8 @@ def test_an_insert_waits_for_rows_being_prepared(store):
         assert batcher.expected == 1
         writer = threading.Thread(target=write_waiting)
         writer.start()
-        time.sleep(0.5)  # the other request's rows are queued; these are still being prepared
+        # The other request's rows are taken; these are still being prepared.
+        assert collecting.started.wait(30)
         assert "waiting" not in done
         blocks = batcher.encode(_batch(preparing))
         queued_at = time.monotonic()
@@ -174,7 +186,8 @@ def test_an_insert_waits_for_rows_being_prepared(store):
 
 
 def test_an_expectation_that_ends_without_rows_releases_the_writer(store):
-    batcher = Batcher(store, linger_seconds=30)
+    collecting = Collecting()
+    batcher = Batcher(store, linger_seconds=30, observer=collecting)
     batcher.start()
     tenant_id = str(uuid.uuid4())
     with pytest.raises(RuntimeError):
@@ -182,7 +195,7 @@ def test_an_expectation_that_ends_without_rows_releases_the_writer(store):
             writer = threading.Thread(target=batcher.write, args=(_batch(tenant_id),), kwargs={"timeout": 60})
             started = time.monotonic()
             writer.start()
-            time.sleep(0.5)
+            assert collecting.started.wait(30)  # the writer lingers for this request's rows
             raise RuntimeError("preparing this request failed")
     writer.join()
     elapsed = time.monotonic() - started
@@ -192,12 +205,13 @@ def test_an_expectation_that_ends_without_rows_releases_the_writer(store):
 
 
 def test_the_wait_groups_requests_that_arrive_later(store):
-    batcher = Batcher(store, linger_seconds=0, wait_seconds=3)
+    collecting = Collecting()
+    batcher = Batcher(store, linger_seconds=0, wait_seconds=5, observer=collecting)
     batcher.start()
     first, later = str(uuid.uuid4()), str(uuid.uuid4())
     writer = threading.Thread(target=batcher.write, args=(_batch(first),), kwargs={"timeout": 60})
     writer.start()
-    time.sleep(0.5)  # nothing is being prepared: only the wait holds the first request's INSERT
+    assert collecting.started.wait(30)  # nothing is being prepared: only the wait holds the INSERT
     batcher.write(_batch(later), timeout=60)
     writer.join()
     batcher.stop()
@@ -234,13 +248,14 @@ def test_one_refused_request_fails_alone(store):
 
 
 def test_stop_stores_what_is_queued(store):
-    batcher = Batcher(store, linger_seconds=0.5)
+    collecting = Collecting()
+    batcher = Batcher(store, linger_seconds=30, observer=collecting)
     batcher.start()
     tenant_id = str(uuid.uuid4())
     writer = threading.Thread(target=batcher.write, args=(_batch(tenant_id),), kwargs={"timeout": 30})
     with batcher.expecting():  # another request is preparing rows, so the batcher lingers
         writer.start()
-        time.sleep(0.1)  # the request is queued and the batcher is lingering for more
+        assert collecting.started.wait(30)  # the batcher took the request and lingers for more
         batcher.stop()
     writer.join()
     assert _count(store, tenant_id) == 10

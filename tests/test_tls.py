@@ -27,10 +27,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from billing.outcomes import Signal
+from vocabulary import Signal
 from gateway.edge import ServerThread, limits_from_settings
 from gateway.otlp import runtime
-from gateway.otlp.errors import IngestError, Reason
+from tenants.authentication import CredentialsRefused
+from vocabulary import Reason
 from gateway.otlp.grpc_server import build_server
 from gateway.tls import ClientAuth, TlsConfig, certificate_sha256
 from gateway.wsgi import application
@@ -63,7 +64,7 @@ def _grpc_server(pki: Pki, client_auth: ClientAuth | None):
 
     server, port = build_server(runtime.get_pipeline, address="127.0.0.1:0",
                                 max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES, threads=4,
-                                retry_after_seconds=1, tls=_tls(pki, client_auth))
+                                tls=_tls(pki, client_auth))
     server.start()
     return server, port
 
@@ -311,7 +312,7 @@ def test_authenticate_by_certificate(tenant, pki):
 
     revoke_client_certificate(actor=ACTOR, certificate=certificate)
     for key in (None, tenant.key):
-        with pytest.raises(IngestError, match="was revoked on") as refused:
+        with pytest.raises(CredentialsRefused, match="was revoked on") as refused:
             authenticate(key, Signal.LOGS, client_cert_sha256=sha)
         assert refused.value.reason == Reason.UNAUTHENTICATED
         assert refused.value.tenant_id == str(tenant.tenant.id)
@@ -322,7 +323,7 @@ def test_expired_registration_is_refused_with_its_date(tenant, pki):
     expired_at = timezone.now() - timedelta(days=1)
     ClientCertificate.objects.create(tenant=tenant.tenant, name="old", sha256=certificate_sha256(pki.expired.der),
                                      subject="CN=client-expired", not_after=expired_at)
-    with pytest.raises(IngestError, match=f"expired on {expired_at:%Y-%m-%d}; register its renewal"):
+    with pytest.raises(CredentialsRefused, match=f"expired on {expired_at:%Y-%m-%d}; register its renewal"):
         authenticate(None, Signal.TRACES, client_cert_sha256=certificate_sha256(pki.expired.der))
 
 
@@ -332,7 +333,7 @@ def test_suspended_tenant_certificate_is_refused(tenant, pki):
 
     _register(tenant, pki.client_a)
     suspend_tenant(actor=ACTOR, tenant=tenant.tenant)
-    with pytest.raises(IngestError, match="is suspended") as refused:
+    with pytest.raises(CredentialsRefused, match="is suspended") as refused:
         authenticate(None, Signal.TRACES, client_cert_sha256=certificate_sha256(pki.client_a.der))
     assert refused.value.reason == Reason.PERMISSION_DENIED
 
@@ -368,7 +369,7 @@ def test_tls_settings_are_checked(pki, tmp_path):
     from django.core.exceptions import ImproperlyConfigured
 
     from gateway.checks import tls_check
-    from gateway.server import gunicorn_options
+    from gateway.processes.serving import gunicorn_options
 
     assert TlsConfig.from_settings() is None and tls_check(None) == []
     with override_settings(GATEWAY_TLS_CERT_FILE=pki.server.cert_file, GATEWAY_TLS_KEY_FILE=pki.server.key_file,

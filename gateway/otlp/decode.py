@@ -1,5 +1,5 @@
 """Request bytes -> Export*ServiceRequest: media types, decompression with a bomb limit,
-protobuf and OTLP/JSON decoding. Every failure is an IngestError with a message to act on."""
+protobuf and OTLP/JSON decoding. Every failure is an Refusal with a message to act on."""
 from __future__ import annotations
 
 import base64
@@ -17,8 +17,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from billing.outcomes import Signal
-from gateway.otlp.errors import IngestError, Reason
+from vocabulary import Signal
+from vocabulary import Reason, Refusal
 from storage.flatten.raw import RawTraces
 
 REQUEST_TYPES: dict[Signal, type[Message]] = {
@@ -48,7 +48,7 @@ def encoding_for(content_type: str | None) -> Encoding:
         return Encoding.PROTOBUF
     if media == Encoding.JSON:
         return Encoding.JSON
-    raise IngestError(
+    raise Refusal(
         Reason.UNSUPPORTED_MEDIA_TYPE,
         f"unsupported Content-Type {content_type or '(none)'!r}: "
         "send application/x-protobuf or application/json",
@@ -72,12 +72,12 @@ def decompress(body: bytes, content_encoding: str | None, *, limit: int) -> byte
     elif coding == "zstd":
         data = _unzstd(body, limit=limit)
     else:
-        raise IngestError(
+        raise Refusal(
             Reason.UNSUPPORTED_ENCODING,
             f"unsupported Content-Encoding {content_encoding!r}: use gzip, deflate, zstd or none",
         )
     if len(data) > limit:
-        raise IngestError(Reason.TOO_LARGE, _too_large(limit))
+        raise Refusal(Reason.TOO_LARGE, _too_large(limit))
     return data
 
 
@@ -95,18 +95,18 @@ def _inflate(body: bytes, *, wbits: int, limit: int, name: str) -> bytes:
         try:
             chunk = inflater.decompress(rest, limit + 1 - size)
         except zlib.error as exc:
-            raise IngestError(Reason.UNDECODABLE, f"body is not valid {name}: {exc}") from exc
+            raise Refusal(Reason.UNDECODABLE, f"body is not valid {name}: {exc}") from exc
         size += len(chunk)
         parts.append(chunk)
         if size > limit or inflater.unconsumed_tail:
-            raise IngestError(Reason.TOO_LARGE, _too_large(limit))
+            raise Refusal(Reason.TOO_LARGE, _too_large(limit))
         if not inflater.eof:
-            raise IngestError(Reason.UNDECODABLE, f"{name} body is truncated")
+            raise Refusal(Reason.UNDECODABLE, f"{name} body is truncated")
         rest = inflater.unused_data
         if not rest:
             return b"".join(parts)
         if wbits < 0:
-            raise IngestError(Reason.UNDECODABLE, f"{name} body has {len(rest)} bytes after its end")
+            raise Refusal(Reason.UNDECODABLE, f"{name} body has {len(rest)} bytes after its end")
 
 
 def _unzstd(body: bytes, *, limit: int) -> bytes:
@@ -122,7 +122,7 @@ def _unzstd(body: bytes, *, limit: int) -> bytes:
                 size += len(chunk)
                 parts.append(chunk)
                 if size > limit:
-                    raise IngestError(Reason.TOO_LARGE, _too_large(limit))
+                    raise Refusal(Reason.TOO_LARGE, _too_large(limit))
         # ... but ends quietly at a cut-off frame, which only a frame-by-frame pass notices. The
         # output is known to be small by now.
         rest = body
@@ -130,10 +130,10 @@ def _unzstd(body: bytes, *, limit: int) -> bytes:
             frame = zstandard.ZstdDecompressor().decompressobj()
             frame.decompress(rest)
             if not frame.eof:
-                raise IngestError(Reason.UNDECODABLE, "zstd body is truncated")
+                raise Refusal(Reason.UNDECODABLE, "zstd body is truncated")
             rest = frame.unused_data
     except zstandard.ZstdError as exc:
-        raise IngestError(Reason.UNDECODABLE, f"body is not valid zstd: {exc}") from exc
+        raise Refusal(Reason.UNDECODABLE, f"body is not valid zstd: {exc}") from exc
     return b"".join(parts)
 
 
@@ -170,30 +170,30 @@ def parse(signal: Signal, data: bytes, encoding: Encoding) -> Message:
         try:
             message.ParseFromString(data)
         except (DecodeError, RuntimeError, ValueError, RecursionError) as exc:
-            raise IngestError(Reason.UNDECODABLE, f"body is not a valid {message.DESCRIPTOR.name} protobuf: {exc}") from exc
+            raise Refusal(Reason.UNDECODABLE, f"body is not a valid {message.DESCRIPTOR.name} protobuf: {exc}") from exc
         return message
     message = REQUEST_TYPES[signal]()
     try:
         document = json.loads(data)
     except RecursionError as exc:
-        raise IngestError(Reason.UNDECODABLE, "body is not valid OTLP/JSON: nested too deeply") from exc
+        raise Refusal(Reason.UNDECODABLE, "body is not valid OTLP/JSON: nested too deeply") from exc
     except (UnicodeDecodeError, ValueError) as exc:
-        raise IngestError(Reason.UNDECODABLE, f"body is not valid JSON: {exc}") from exc
+        raise Refusal(Reason.UNDECODABLE, f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
-        raise IngestError(Reason.UNDECODABLE, "OTLP/JSON body must be a JSON object")
+        raise Refusal(Reason.UNDECODABLE, "OTLP/JSON body must be a JSON object")
     if _SURROGATE_ESCAPE.search(data):
         bad = _lone_surrogate(document)
         if bad is not None:
-            raise IngestError(Reason.UNDECODABLE, f"body is not valid OTLP/JSON: the string {bad[:60]!r} holds a "
+            raise Refusal(Reason.UNDECODABLE, f"body is not valid OTLP/JSON: the string {bad[:60]!r} holds a "
                               "lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)")
     _hex_ids_to_base64(signal, document)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except RecursionError as exc:
-        raise IngestError(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
+        raise Refusal(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
                           "nested too deeply") from exc
     except _JSON_ERRORS as exc:
-        raise IngestError(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
+        raise Refusal(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
                           f"{str(exc)[:500]}") from exc
     return message
 
@@ -248,17 +248,17 @@ def _convert_ids(node: dict[str, Any], what: str) -> None:
         try:
             raw = bytes.fromhex(value)
         except ValueError as exc:
-            raise IngestError(
+            raise Refusal(
                 Reason.UNDECODABLE, f"{what} {field} {value[:40]!r} is not a hex string (OTLP/JSON ids are hex)"
             ) from exc
         node[field] = base64.b64encode(raw).decode()
 
 
-def undecodable_attribute(signal: Signal, exc: Exception) -> IngestError:
+def undecodable_attribute(signal: Signal, exc: Exception) -> Refusal:
     """The error for an attribute the flattener could not read (a string that is not UTF-8 in a
     body parsed with its attributes left as bytes): the same as for any undecodable body."""
     name = REQUEST_TYPES[signal].DESCRIPTOR.name
-    return IngestError(Reason.UNDECODABLE, f"body is not a valid {name} protobuf: an attribute is not valid: {exc}")
+    return Refusal(Reason.UNDECODABLE, f"body is not a valid {name} protobuf: an attribute is not valid: {exc}")
 
 
 def item_count(signal: Signal, request: Message) -> int:

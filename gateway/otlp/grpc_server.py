@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent import futures
 from typing import Callable
 
@@ -16,14 +15,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from billing.outcomes import Signal
-from gateway.metrics import Transport, record_export
+from gateway.metrics import Transport
 from gateway.otlp import replies
-from gateway.otlp.errors import IngestError, Reason
+from gateway.otlp.export import export, refused_on_arrival
 from gateway.otlp.pipeline import Pipeline
 from gateway.tls import TlsConfig, grpc_peer_certificate_sha256
-from storage.clickhouse import StorageUnavailable
 from tenants.authentication import credentials_from_headers, refuse_without_lookup
+from vocabulary import Reason, Refusal, Signal
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +33,13 @@ SERVICES = {
 EXPORT_METHODS = {f"/{service}/Export": signal for signal, service in SERVICES.items()}
 
 
-def _metadata_key(metadata) -> str | None:
+def _credentials(metadata) -> tuple[str | None, str | None]:
+    """The call's `authorization` and `x-api-key` metadata."""
     values = {key.lower(): value for key, value in metadata or ()}
-    return credentials_from_headers(values.get("authorization"), values.get("x-api-key"))
+    return values.get("authorization"), values.get("x-api-key")
 
 
-def _refusal_handler(error: IngestError) -> grpc.RpcMethodHandler:
+def _refusal_handler(error: Refusal) -> grpc.RpcMethodHandler:
     """A handler that answers `error` at once and never reads the call's message."""
     status = rpc_status.to_status(replies.error_status(error))
 
@@ -57,7 +56,7 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
     are authenticated in full by the handler, still before it reads the message."""
 
     def __init__(self, *, max_in_flight: int, keys_required: bool,
-                 on_refused: Callable[[IngestError, str], None] | None = None):
+                 on_refused: Callable[[Refusal, str], None] | None = None):
         self.max_in_flight = max_in_flight
         self.keys_required = keys_required  # False under mutual TLS: a certificate may stand in
         self.on_refused = on_refused
@@ -68,12 +67,12 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         if method not in EXPORT_METHODS:
             return continuation(handler_call_details)
-        api_key = _metadata_key(handler_call_details.invocation_metadata)
+        api_key = credentials_from_headers(*_credentials(handler_call_details.invocation_metadata))
         refusal = refuse_without_lookup(api_key) if (api_key or self.keys_required) else None
         if refusal is None:
             with self._lock:
                 if self.in_flight >= self.max_in_flight:
-                    refusal = IngestError(Reason.OVERLOADED, f"the gateway has {self.max_in_flight} export calls in "
+                    refusal = Refusal(Reason.OVERLOADED, f"the gateway has {self.max_in_flight} export calls in "
                                           "flight; retry shortly", retry_after_seconds=1)
                 else:
                     self.in_flight += 1
@@ -99,41 +98,24 @@ def _read_message(request_iterator) -> bytes:
     try:
         return next(request_iterator, b"")
     except grpc.RpcError as exc:  # the client went away first
-        raise IngestError(Reason.UNDECODABLE, "the call ended before its message arrived") from exc
+        raise Refusal(Reason.UNDECODABLE, "the call ended before its message arrived") from exc
 
 
-def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal, retry_after: int):
-    def export(request_iterator, context: grpc.ServicerContext) -> bytes:
-        started = time.perf_counter()
-        api_key = _metadata_key(context.invocation_metadata())
-        received: list[bytes] = []
-
-        def read_body() -> bytes:
-            received.append(_read_message(request_iterator))
-            return received[0]
-
+def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal):
+    def export_call(request_iterator, context: grpc.ServicerContext) -> bytes:
+        authorization, x_api_key = _credentials(context.invocation_metadata())
         try:
-            try:
-                pipeline = get_pipeline()
-            except StorageUnavailable as exc:
-                raise IngestError(
-                    Reason.STORAGE_UNAVAILABLE,
-                    "storage is temporarily unavailable; nothing from this request was stored, retry later",
-                    retry_after_seconds=retry_after,
-                ) from exc
-            result = pipeline.run(signal=signal, api_key=api_key, read_body=read_body,
-                                  client_cert_sha256=grpc_peer_certificate_sha256(context))
-        except IngestError as exc:
-            record_export(Transport.GRPC, signal, started=started, body_bytes=len(received[0]) if received else 0,
-                          error=exc, principal=exc.principal)
-            context.abort_with_status(rpc_status.to_status(replies.error_status(exc)))
-        except Exception:  # the pipeline maps every failure; this is the net under this code
+            result = export(Transport.GRPC, signal, get_pipeline=get_pipeline, authorization=authorization,
+                            x_api_key=x_api_key, read_body=lambda: _read_message(request_iterator),
+                            client_cert_sha256=grpc_peer_certificate_sha256(context))
+        except Exception:  # export ends every failure in a result; this is the net under this code
             log.exception("OTLP/gRPC %s request failed outside the pipeline", signal)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the gateway's operators have the details")
-        record_export(Transport.GRPC, signal, started=started, body_bytes=len(received[0]), result=result)
+        if result.refusal is not None:
+            context.abort_with_status(rpc_status.to_status(replies.error_status(result.refusal)))
         return result.response.SerializeToString()
 
-    return export
+    return export_call
 
 
 def build_server(
@@ -142,7 +124,6 @@ def build_server(
     address: str,
     max_message_bytes: int,
     threads: int,
-    retry_after_seconds: int,
     max_connection_age_seconds: int = 0,
     tls: TlsConfig | None = None,
     max_in_flight: int = 1024,
@@ -170,13 +151,8 @@ def build_server(
             ("grpc.max_connection_age_ms", max_connection_age_seconds * 1000),
             ("grpc.max_connection_age_grace_ms", 30_000),  # lets calls in flight finish
         ]
-    def refused(error: IngestError, method: str) -> None:
-        signal = EXPORT_METHODS[method]
-        record_export(Transport.GRPC, signal, started=time.perf_counter(), body_bytes=0, error=error)
-        try:
-            get_pipeline().meter_refusal(signal, error)
-        except StorageUnavailable:
-            pass  # no storage yet to meter into; the refusal is still counted in the metrics
+    def refused(refusal: Refusal, method: str) -> None:
+        refused_on_arrival(Transport.GRPC, EXPORT_METHODS[method], refusal, get_pipeline=get_pipeline)
 
     admission = AdmissionInterceptor(max_in_flight=max_in_flight, keys_required=not (tls is not None and tls.mutual),
                                      on_refused=refused)
@@ -193,7 +169,7 @@ def build_server(
         # Stream-unary on our side (the wire is the same as unary): the handler decides when
         # the message is read, which is after the sender is known.
         method = grpc.stream_unary_rpc_method_handler(
-            _export_handler(get_pipeline, signal, retry_after_seconds),
+            _export_handler(get_pipeline, signal),
             request_deserializer=None,
             response_serializer=None,
         )
@@ -222,7 +198,6 @@ def server_from_settings() -> tuple[grpc.Server, int]:
         address=f"{settings.GATEWAY_HOST}:{settings.GATEWAY_GRPC_PORT}",
         max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
         threads=settings.GATEWAY_GRPC_THREADS,
-        retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
         max_connection_age_seconds=settings.GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS,
         tls=TlsConfig.from_settings(),
         max_in_flight=settings.GATEWAY_GRPC_MAX_IN_FLIGHT,

@@ -14,15 +14,14 @@ from google.protobuf.message import Message
 
 from billing.admission import Admission
 from billing.metering import usage_batch
-from billing.outcomes import Outcome, Signal
 from gateway.otlp import decode
-from gateway.otlp.errors import IngestError, Reason
 from gateway.otlp.prepare import PreparePool, prepare
 from storage.batcher import Batcher
 from storage.clickhouse import StorageError
 from storage.flatten.common import DEFAULT_FUTURE_GRACE_SECONDS, TimeWindow
 from tenants.authentication import Principal, authenticate, check_origin
 from tenants.encryption import key_ring, sensitive_keys
+from vocabulary import Outcome, Reason, Refusal, Signal
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +35,22 @@ _UNAVAILABLE = "storage is temporarily unavailable; nothing from this request wa
 
 @dataclass(frozen=True)
 class ExportResult:
-    principal: Principal
+    """How one Export ended: stored (`response` is the Export*ServiceResponse to send back) or
+    refused whole (`refusal` says why; nothing of it was stored)."""
+
     signal: Signal
     outcome: Outcome
-    accepted: int
-    rejected: int
-    response: Message  # the Export*ServiceResponse to send back
+    principal: Principal | None = None  # None when the sender was not authenticated
+    body_bytes: int = 0  # as received (before decompression); 0 when it was not read
+    accepted: int = 0
+    rejected: int = 0
+    response: Message | None = None
+    refusal: Refusal | None = None
+
+    @classmethod
+    def refused(cls, signal: Signal, refusal: Refusal, *, principal: Principal | None = None,
+                body_bytes: int = 0) -> ExportResult:
+        return cls(signal, refusal.reason.outcome, principal, body_bytes, refusal=refusal)
 
 
 class _Meter:
@@ -56,6 +65,10 @@ class _Meter:
 
     def recorded_with_the_data(self) -> None:
         self.done = True
+
+    def refused(self, refusal: Refusal) -> ExportResult:
+        self.record(refusal.reason.outcome, tenant_id=refusal.tenant_id)
+        return ExportResult.refused(self.signal, refusal, principal=self.principal, body_bytes=self.body_bytes)
 
     def record(self, outcome: Outcome, *, tenant_id: str | None = None) -> None:
         if self.done:
@@ -114,9 +127,8 @@ class Pipeline:
         """One OTLP Export from credentials (an API key and/or the fingerprint of the verified
         TLS client certificate) to reply. `read_body` is called only once the sender is known.
         `encoding` None: chosen from `content_type` once the sender is known (so an unsupported
-        one is metered to its tenant). Raises IngestError (with `.principal` set when known) for
-        a refused request, whatever went wrong; every request, refused or not, is metered
-        exactly once, when it ends. `origin`: a browser's Origin header, which must be one of
+        one is metered to its tenant). Whatever goes wrong ends in a refused ExportResult, never
+        an exception; every request, refused or not, is metered exactly once, when it ends. `origin`: a browser's Origin header, which must be one of
         the tenant's allowed origins and of `gateway_origins` (a browser may have cached a
         preflight from before its origin was removed there)."""
         meter = _Meter(self.batcher, signal)
@@ -141,36 +153,30 @@ class Pipeline:
             result = self._store(principal, signal, request, protobuf, items=items, body_bytes=len(body))
             meter.recorded_with_the_data()
             return result
-        except IngestError as exc:
-            exc.principal = meter.principal
-            meter.record(exc.reason.outcome, tenant_id=exc.tenant_id)
-            raise
+        except Refusal as exc:
+            return meter.refused(exc)
         except Exception as exc:
-            error = self._unexpected(exc, meter, signal)
-            error.principal = meter.principal
-            meter.record(error.reason.outcome)
-            raise error from exc
+            return meter.refused(self._unexpected(exc, meter, signal))
         finally:
             meter.record(Outcome.INTERNAL_ERROR)  # only if nothing above did (an interrupt, say)
 
-    def meter_refusal(self, signal: Signal, error: IngestError) -> None:
+    def meter_refusal(self, signal: Signal, refusal: Refusal) -> None:
         """Meter a request refused before it reached `run` (the gRPC server's admission)."""
-        meter = _Meter(self.batcher, signal)
-        meter.record(error.reason.outcome, tenant_id=error.tenant_id)
+        _Meter(self.batcher, signal).refused(refusal)
 
-    def _unexpected(self, exc: Exception, meter: "_Meter", signal: Signal) -> IngestError:
+    def _unexpected(self, exc: Exception, meter: "_Meter", signal: Signal) -> Refusal:
         """The reply for a failure that is not a refusal: a database or cache that cannot be
         reached can succeed later; anything else is a fault of ours, logged with a reference."""
         who = meter.principal.tenant_slug if meter.principal else "an unauthenticated sender"
         if isinstance(exc, (OperationalError, InterfaceError)) or _is_cache_outage(exc):
             what = "database" if isinstance(exc, DatabaseError) else "rate-limit store"
             log.error("%s export from %s refused: the %s is unreachable: %s", signal, who, what, exc)
-            return IngestError(Reason.STORAGE_UNAVAILABLE, f"the gateway cannot reach its {what} right now; "
+            return Refusal(Reason.STORAGE_UNAVAILABLE, f"the gateway cannot reach its {what} right now; "
                                "nothing from this request was stored, retry later",
                                retry_after_seconds=self.config.retry_after_seconds)
         reference = uuid.uuid4().hex[:12]
         log.exception("%s export from %s failed with an internal error (reference %s)", signal, who, reference)
-        return IngestError(Reason.INTERNAL, f"internal error (reference {reference}); nothing from this request "
+        return Refusal(Reason.INTERNAL, f"internal error (reference {reference}); nothing from this request "
                            "was stored; the gateway's operators have the details")
 
     def _store(self, principal: Principal, signal: Signal, request: Message, protobuf: bytes | None, *,
@@ -202,16 +208,16 @@ class Pipeline:
         except StorageError as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
             if not exc.retryable:
-                raise IngestError(Reason.UNSTORABLE, f"the rows of this request cannot be stored, and would not be "
+                raise Refusal(Reason.UNSTORABLE, f"the rows of this request cannot be stored, and would not be "
                                   f"on a retry: {exc}") from exc
-            raise IngestError(Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE,
+            raise Refusal(Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE,
                               retry_after_seconds=self.config.retry_after_seconds) from exc
         response = decode.RESPONSE_TYPES[signal]()
         if prepared.rejected:
             partial = response.partial_success
             setattr(partial, _PARTIAL_FIELD[signal], prepared.rejected)
             partial.error_message = f"{prepared.rejected} {signal} item(s) rejected: {prepared.rejection_message}"
-        return ExportResult(principal, signal, outcome, prepared.accepted, prepared.rejected, response)
+        return ExportResult(signal, outcome, principal, body_bytes, prepared.accepted, prepared.rejected, response)
 
     def authenticate(self, api_key: str | None, signal: Signal, *,
                      client_cert_sha256: str | None = None) -> Principal:
@@ -222,5 +228,5 @@ class Pipeline:
             return authenticate(api_key, signal, client_cert_sha256=client_cert_sha256)
         except DatabaseError as exc:
             log.error("cannot check an API key, the database is unavailable: %s", exc)
-            raise IngestError(Reason.STORAGE_UNAVAILABLE, "the gateway cannot check API keys right now; retry later",
+            raise Refusal(Reason.STORAGE_UNAVAILABLE, "the gateway cannot check API keys right now; retry later",
                               retry_after_seconds=self.config.retry_after_seconds) from exc

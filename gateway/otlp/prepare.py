@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 from google.protobuf.message import DecodeError, Message
 
-from billing.outcomes import Signal
+from vocabulary import Signal
 from gateway.otlp import decode
-from gateway.otlp.errors import IngestError, Reason
+from vocabulary import Reason, Refusal
 from gateway.otlp.worker import init_worker
 from storage.batcher import EncodedBlock
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
@@ -57,7 +57,7 @@ def prepare(
     sensitive: frozenset[str], encode: Callable[[list[TableBatch]], list[EncodedBlock]],
     window: TimeWindow | None = None,
 ) -> Prepared:
-    """flatten -> protect -> encode one parsed request. Raises IngestError for an attribute that
+    """flatten -> protect -> encode one parsed request. Raises Refusal for an attribute that
     cannot be read, RowsRejected for rows the column types cannot hold."""
     try:
         flattened = FLATTENERS[signal](request, tenant_id=tenant_id, retention_days=retention_days, window=window)
@@ -116,7 +116,7 @@ def _run(job: _Job) -> tuple:
             ring=_ring(job.tenant_id, job.data_keys), sensitive=job.sensitive,
             encode=_encoder(job.types, job.server_tz), window=job.window,
         )
-    except IngestError as exc:
+    except Refusal as exc:
         return ("refused", exc.reason.name, exc.message)
     except StorageError as exc:
         return ("rejected" if not exc.retryable else "unavailable", str(exc))
@@ -208,7 +208,7 @@ class PreparePool:
         if kind == "ok":
             return outcome[1]
         if kind == "refused":
-            raise IngestError(Reason[outcome[1]], outcome[2])
+            raise Refusal(Reason[outcome[1]], outcome[2])
         if kind == "rejected":
             raise RowsRejected(outcome[1])
         raise StorageUnavailable(outcome[1])

@@ -1,22 +1,24 @@
-"""The process's storage writer and pipeline, built once from settings.
+"""The process's ingest pipeline, built once from settings on the process's store
+(storage.get_store()).
 
-In the embedded mode exactly one process may open the chDB data directory, so the objects
-here are created lazily in the process that serves requests (the gunicorn worker), never in
-a parent that forks.
+In the embedded mode exactly one process may open the chDB data directory, so the pipeline is
+built lazily in the process that serves requests (the gunicorn worker), never in a parent that
+forks.
 """
 from __future__ import annotations
 
-import gc
 import threading
 
 from django.conf import settings
 
+import storage
+from billing.admission import Admission
 from gateway.metrics import BatcherMetrics
 from gateway.otlp.pipeline import Pipeline, PipelineConfig
 from gateway.otlp.prepare import PreparePool
 from storage.batcher import Batcher
-from billing.admission import Admission
 from storage.clickhouse import StorageUnavailable, Store
+from storage.host import available_cpus
 from storage.tenant_data import tenant_stored_bytes
 
 _lock = threading.Lock()
@@ -24,11 +26,10 @@ _pipeline: Pipeline | None = None
 
 
 def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -> Pipeline:
-    """`migrate` None: as GATEWAY_MIGRATE_ON_START says (embedded chDB yes, a server no)."""
-    store = store or store_from_settings()
-    if migrate is None:
-        migrate = settings.GATEWAY_MIGRATE_ON_START
-    if migrate:
+    """`store`: the process's unless given. `migrate` None: as GATEWAY_MIGRATE_ON_START says,
+    and when that is unset, when the store is embedded chDB (a server is migrated by a Job)."""
+    store = store or storage.get_store()
+    if migrate if migrate is not None else migrate_on_start(store):
         store.migrate()
     batcher = Batcher(
         store,
@@ -53,18 +54,11 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
                     workers=workers)
 
 
-def store_from_settings() -> Store:
-    return Store(settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER,
-                 merge_threads=chdb_merge_threads())
-
-
-def chdb_merge_threads() -> int:
-    """GATEWAY_CHDB_MERGE_THREADS, or when unset half the available CPUs, at least one."""
-    if settings.GATEWAY_CHDB_MERGE_THREADS:
-        return max(1, settings.GATEWAY_CHDB_MERGE_THREADS)
-    from gateway.http_server import available_cpus
-
-    return max(1, available_cpus() // 2)
+def migrate_on_start(store: Store) -> bool:
+    """GATEWAY_MIGRATE_ON_START, or when unset: yes for embedded chDB, no for a server."""
+    if settings.GATEWAY_MIGRATE_ON_START is not None:
+        return settings.GATEWAY_MIGRATE_ON_START
+    return store.embedded
 
 
 def prepare_processes(store: Store) -> int:
@@ -74,8 +68,6 @@ def prepare_processes(store: Store) -> int:
         return max(0, settings.GATEWAY_PREPARE_PROCESSES)
     if not store.embedded:
         return 0
-    from gateway.http_server import available_cpus
-
     return available_cpus()
 
 
@@ -101,14 +93,3 @@ def install_pipeline(pipeline: Pipeline | None) -> Pipeline | None:
     with _lock:
         previous, _pipeline = _pipeline, pipeline
     return previous
-
-
-def settle_heap() -> None:
-    """Call once a serving process has started (Django, grpc, chDB and the pipeline loaded).
-
-    The ~165K objects start-up leaves behind live for the whole process; without this, every
-    full garbage collection walks them all again (~80 ms each at ingest rates, stopping every
-    thread). Frozen, they are out of the collector's way; what requests allocate is collected
-    as before."""
-    gc.collect()
-    gc.freeze()

@@ -12,6 +12,6 @@ def init_worker() -> None:
     import django
 
     django.setup()  # the flatteners and KeyRing import Django models; no database is opened
-    from gateway.otlp.runtime import settle_heap
+    from gateway.heap import settle_heap
 
     settle_heap()

@@ -1,7 +1,7 @@
 """Export*ServiceRequest -> column batches for the signal's tables, TenantId on every row."""
 from __future__ import annotations
 
-from billing.outcomes import Signal
+from vocabulary import Signal
 from storage.flatten.common import Flattened, TableBatch
 from storage.flatten.logs import flatten_logs
 from storage.flatten.metrics import flatten_metrics

@@ -17,7 +17,6 @@ from rest_framework.response import Response
 
 from billing.api import USAGE_PARAMETERS, USAGE_RESPONSES, tenant_usage_response
 from tenants import audit, services
-from tenants.admin import drop_partitions
 from tenants.api import serializers as s
 from tenants.audit_export import FORMATS, AuditFilters, export_audit_log, public_key_pem
 from tenants.models import ApiKey, AuditEvent, Tenant
@@ -58,7 +57,7 @@ class TenantViewSet(viewsets.ModelViewSet):
         tenant = self.get_object()
         if tenant.status == Tenant.Status.DELETED:
             raise ValidationError({"detail": f"tenant {tenant.slug} is already deleted"})
-        _service(services.delete_tenant, actor=_actor(request), tenant=tenant, drop_partitions=drop_partitions)
+        _service(services.delete_tenant, actor=_actor(request), tenant=tenant)
         return Response(s.TenantSerializer(tenant).data)
 
     @extend_schema(parameters=USAGE_PARAMETERS, responses=USAGE_RESPONSES)

@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+import storage
 from gateway.tls import TlsConfig
 from storage.clickhouse import describe_url
 from tenants.models import Tenant
@@ -28,7 +29,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, no_demo: bool, workers: int, **options):
-        embedded = settings.GATEWAY_CLICKHOUSE_URL.startswith("chdb:")
+        embedded = storage.get_store().embedded
         if embedded and workers != 1:
             raise CommandError("embedded chDB allows one process per data directory: use --workers 1, "
                                "or point GATEWAY_CLICKHOUSE_URL at a ClickHouse server")
@@ -50,7 +51,7 @@ class Command(BaseCommand):
             + (f", {tls.describe()}" if tls is not None else "")
         )
         self.stdout.flush()
-        from gateway.server import run
+        from gateway.processes.all_in_one import run
 
         run(workers=workers)
 

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+import storage
 from storage.clickhouse import describe_url
 
 
@@ -21,10 +22,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, workers: int | None, **options):
-        from gateway.http_server import default_workers, run
+        from gateway.processes.http_server import default_workers, run
 
         workers = workers or default_workers()
-        if settings.GATEWAY_CLICKHOUSE_URL.startswith("chdb:") and workers != 1:
+        if storage.get_store().embedded and workers != 1:
             raise CommandError("embedded chDB allows one process per data directory: use --workers 1, "
                                "or point GATEWAY_CLICKHOUSE_URL at a ClickHouse server")
         if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -2,20 +2,21 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from storage.clickhouse import Store, StorageUnavailable, describe_url
+import storage
+from storage.clickhouse import StorageUnavailable, describe_url
 
 
 class Command(BaseCommand):
     help = "Create or upgrade the telemetry tables in ClickHouse."
 
     def handle(self, *args, **options):
-        store = Store(settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER)
+        store = storage.get_store()
         try:
             applied = store.migrate()
         except StorageUnavailable as exc:
             raise CommandError(str(exc)) from exc
         finally:
-            store.close()
+            store.close()  # reconnects if used again; a process that forks after this holds nothing open
         where = describe_url(settings.GATEWAY_CLICKHOUSE_URL)
         if store.layout.cluster:
             where += f" (cluster {store.layout.cluster})"

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.audit import Actor
-from tenants.encryption import _decode_master, load_master_key, master_key_id, rewrap_all
+from tenants.encryption import decode_master_key, load_master_key, master_key_id, rewrap_all
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
             new_key_file.chmod(0o600)
             self.stdout.write(f"wrote a new master key to {new_key_file}")
         try:
-            new_master = _decode_master(new_key_file.read_bytes(), str(new_key_file))
+            new_master = decode_master_key(new_key_file.read_bytes(), str(new_key_file))
             old_master = load_master_key()
         except (ValueError, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from exc
