@@ -13,8 +13,8 @@ open. Figures go to docs/BENCHMARKS.md by hand.
 from __future__ import annotations
 
 import argparse
-import random
 import http.client
+import random
 import shutil
 import socket
 import statistics
@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-
 from ingest import GRPC_METHOD, Gateway  # bench/, first on sys.path when this file runs
 from otlp_payloads import build_request
 

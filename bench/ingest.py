@@ -33,7 +33,6 @@ from collections import Counter
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from otlp_payloads import build_request  # bench/, first on sys.path when this file runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +217,8 @@ def _sender(transport: str, port: int, key: str):
                 reply = local.conn.getresponse()
                 data = reply.read()
             except (http.client.HTTPException, OSError):
-                local.conn.close(); local.conn = None
+                local.conn.close()
+                local.conn = None
                 if attempt == 2:
                     raise
                 continue
@@ -262,7 +262,9 @@ def client_main(clients, index, transport, port, key, payloads, spans, threads, 
                     errors.append(repr(exc)[:300])
             k += 1
         with lock:
-            latencies.extend(mine); acked[0] += len(mine) * spans; ends.append(last)
+            latencies.extend(mine)
+            acked[0] += len(mine) * spans
+            ends.append(last)
 
     pool = [threading.Thread(target=worker, args=(t, index * threads + t, clients * threads)) for t in range(threads)]
     for th in pool:
@@ -299,7 +301,9 @@ def drive(gateway, transport, args, payloads, rate=None, duration=None) -> dict:
     latencies = sorted(x for part in parts for x in part["latencies"])
     elapsed = max(part["elapsed"] for part in parts)
     errors = [e for part in parts for e in part["errors"]]
-    pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
     result = dict(
         run=f"{transport} " + (f"paced {rate:,.0f} spans/s" if rate else "max"), requests=len(latencies),
         errors=len(errors), first_error=errors[0] if errors else "", spans_per_s=len(latencies) * args.spans / elapsed,

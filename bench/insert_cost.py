@@ -67,8 +67,8 @@ def main() -> int:
     import django
     django.setup()
     from billing.metering import usage_batch
-    from vocabulary import Outcome, Signal
     from storage.flatten.traces import flatten_traces
+    from vocabulary import Outcome, Signal
 
     sizes = [int(size) for size in args.sizes.split(",")]
     rng, tenant = random.Random(1), "bench-insert-cost"

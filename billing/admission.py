@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Callable
 
 from billing import quotas
 from billing.limits import TenantLimits, limits_for

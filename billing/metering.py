@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from vocabulary import Outcome, Signal
 from storage.flatten import TableBatch
 from storage.schema import USAGE_TABLE
+from vocabulary import Outcome, Signal
 
 COLUMNS = ("TenantId", "Signal", "Hour", "Outcome", "Requests", "Items", "ItemsAccepted", "Bytes")
 UNKNOWN_TENANT = ""  # requests whose key names no tenant

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from django.core.cache import cache
 
 from billing.limits import limits_for
-from vocabulary import Signal
 from billing.usage import ACCEPTED, UsageRow, daily_usage
+from vocabulary import Signal
 
 CHART_DAYS = 30
 BAR_WIDTH, CHART_HEIGHT = 14, 80

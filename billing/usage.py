@@ -1,10 +1,9 @@
 """Selectors over the usage table (always through the tenant-scoped reader)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from typing import Callable
 
 import storage
 from storage.clickhouse import Store

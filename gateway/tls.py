@@ -6,9 +6,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import grpc
 from django.conf import settings
@@ -32,7 +33,7 @@ class TlsConfig:
         return bool(self.client_ca_file)
 
     @classmethod
-    def from_settings(cls) -> "TlsConfig | None":
+    def from_settings(cls) -> TlsConfig | None:
         """The configured TLS, None for plaintext; ImproperlyConfigured names what is wrong."""
         cert, key = settings.GATEWAY_TLS_CERT_FILE, settings.GATEWAY_TLS_KEY_FILE
         client_ca = settings.GATEWAY_TLS_CLIENT_CA_FILE

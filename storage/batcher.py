@@ -59,11 +59,11 @@ _WAKE = object()  # an expectation ended without rows: the writer stops waiting 
 class Expectation:
     """Rows one request is preparing for the batcher (`Batcher.expecting`)."""
 
-    def __init__(self, batcher: "Batcher"):
+    def __init__(self, batcher: Batcher):
         self._batcher = batcher
         self.open = True
 
-    def __enter__(self) -> "Expectation":
+    def __enter__(self) -> Expectation:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -7,7 +7,8 @@ the query touches, so a query that forgets a filter still sees only this tenant'
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from storage.clickhouse import Store, UnscopedQueryError
 from storage.schema import TENANT_TABLES

@@ -9,9 +9,10 @@ import contextvars
 import hashlib
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Iterable
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -31,7 +32,7 @@ class Actor:
     request_id: str = ""
 
     @classmethod
-    def system(cls, what: str) -> "Actor":
+    def system(cls, what: str) -> Actor:
         return cls(name=f"system:{what}")
 
 

@@ -3,8 +3,8 @@ tenant, before anything else is read."""
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.utils import timezone
 

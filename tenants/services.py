@@ -18,7 +18,7 @@ from storage.tenant_data import drop_tenant_partitions
 from tenants import audit
 from tenants.audit import Actor
 from tenants.encryption import create_first_data_key, destroy_data_keys
-from tenants.keys import generate_key, generate_console_token
+from tenants.keys import generate_console_token, generate_key
 from tenants.models import MAX_RETENTION_DAYS, ApiKey, ConsoleToken, Tenant
 from tenants.origins import normalize_origin
 

@@ -18,9 +18,9 @@ from gateway.otlp import runtime
 from gateway.otlp.grpc_server import build_server
 from storage.clickhouse import Store
 from storage.reader import TenantReader
-from tenants.models import Tenant
 from tenants.audit import Actor
 from tenants.encryption import reader_for
+from tenants.models import Tenant
 from tenants.services import create_tenant_with_key
 
 _tenant_numbers = itertools.count(1)

@@ -10,13 +10,12 @@ import yaml
 from openapi_spec_validator import validate
 from rest_framework.test import APIClient
 
-from vocabulary import Reason, Signal
-from tenants.authentication import CredentialsRefused
 from tenants.audit import Actor
-from tenants.authentication import authenticate
+from tenants.authentication import CredentialsRefused, authenticate
 from tenants.models import ApiKey, AuditEvent, Tenant
 from tenants.roles import AUDITOR, GATEWAY_ADMIN
 from tenants.services import create_console_token, create_tenant_with_key
+from vocabulary import Reason, Signal
 
 SYSTEM = Actor.system("tests")
 

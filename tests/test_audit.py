@@ -12,13 +12,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from vocabulary import Reason, Signal
-from tenants.authentication import CredentialsRefused
 from tenants import services
 from tenants.audit import Actor, verify_chain
 from tenants.audit_export import AuditFilters, export_audit_log
-from tenants.authentication import authenticate
+from tenants.authentication import CredentialsRefused, authenticate
 from tenants.models import ApiKey, AuditEvent
+from vocabulary import Reason, Signal
 
 pytestmark = pytest.mark.django_db
 ALICE = Actor(name="user:alice", source_ip="203.0.113.7", request_id="req-1")

@@ -86,9 +86,9 @@ def test_plan_change_mid_month_prorates_both_plans():
     change_plan(actor=SYSTEM, tenant=tenant, plan=pro, at=datetime(2026, 11, 11, tzinfo=UTC))
     invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({"traces": (60_000_000, 0)}))
     lines = list(invoice.lines.all())
-    assert [l.description.split(",")[0] for l in lines if "base fee" in l.description] == [
+    assert [line.description.split(",")[0] for line in lines if "base fee" in line.description] == [
         "Free plan base fee", "Pro plan base fee"]
-    pro_traces = next(l for l in lines if l.description.startswith("traces") and "(Pro)" in l.description)
+    pro_traces = next(line for line in lines if line.description.startswith("traces") and "(Pro)" in line.description)
     # Pro covers 20 of 30 days: 40M items used there, 20M of its 30M included, so 20M at 1.00.
     assert pro_traces.amount == Decimal("20.00")
     assert invoice.total == Decimal("60.00") + Decimal("20.00")

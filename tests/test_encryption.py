@@ -13,12 +13,12 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from django.core.management import call_command
 
+from storage.reader import TenantReader
 from tenants import encryption
 from tenants.audit import Actor
 from tenants.encryption import KeyUnavailable, key_ring, reader_for
 from tenants.models import AuditEvent, TenantDataKey
 from tenants.services import delete_tenant, update_tenant
-from storage.reader import TenantReader
 from tests import otlp_requests
 from tests.clients import http_post
 

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from gateway.otlp import runtime
 from gateway.otlp.decode import RESPONSE_TYPES
-from vocabulary import Signal
 from storage.flatten import TABLES
 from tests import otlp_requests
 from tests.clients import grpc_export, http_post
+from vocabulary import Signal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,11 +16,11 @@ import zstandard
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
-from vocabulary import Signal
 from gateway.edge import EdgeLimits, ServerThread
 from storage.flatten import TABLES
 from tests import otlp_requests
 from tests.clients import HttpReply, http_post
+from vocabulary import Signal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,14 +9,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from vocabulary import Signal
-from tenants.authentication import CredentialsRefused
-from vocabulary import Reason
 from tenants import keys
-from tenants.authentication import authenticate, credentials_from_headers
-from tenants.models import ApiKey, Tenant
 from tenants.audit import Actor
+from tenants.authentication import CredentialsRefused, authenticate, credentials_from_headers
+from tenants.models import ApiKey, Tenant
 from tenants.services import create_tenant_with_key, issue_key
+from vocabulary import Reason, Signal
 
 SYSTEM = Actor.system("tests")
 

@@ -14,12 +14,13 @@ from django.test import override_settings
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vocabulary import Signal
-from storage.host import available_cpus
 from gateway.jsonlog import JsonFormatter
 from gateway.metrics import GatewayMetrics, Transport
+from storage.host import available_cpus
 from tests import otlp_requests
 from tests.clients import grpc_export, http_post
+from vocabulary import Signal
+
 
 def _samples(text: str) -> dict[tuple, float]:
     return {

@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import json_format
 
 from gateway.otlp.decode import REQUEST_TYPES
-from vocabulary import Signal
 from storage.schema import METRIC_TABLES
 from tests import otlp_requests
+from vocabulary import Signal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.test import override_settings
 
-from vocabulary import Signal
 from gateway.otlp import decode, runtime
 from gateway.otlp.pipeline import Pipeline
 from gateway.otlp.prepare import PreparePool
@@ -19,6 +18,7 @@ from storage.schema import TELEMETRY_TABLES
 from tenants.encryption import PREFIX, KeyRing, key_ring
 from tests import otlp_requests
 from tests.clients import http_post
+from vocabulary import Signal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +53,7 @@ def test_worker_processes_store_what_the_request_thread_stores(pipeline, store, 
     by_worker, by_thread = make_tenant(), make_tenant()
     for signal_, encoding, body in REQUESTS:
         worker, thread = (
-            runner.run(signal=signal_, api_key=tenant.key, read_body=lambda: body, encoding=encoding)
+            runner.run(signal=signal_, api_key=tenant.key, read_body=lambda body=body: body, encoding=encoding)
             for runner, tenant in ((pipeline, by_worker), (in_thread, by_thread))
         )
         assert (worker.accepted, worker.rejected, worker.outcome, worker.response) == \

@@ -8,9 +8,8 @@ import threading
 import pytest
 from django.db import connection
 
-from vocabulary import Signal
-from gateway.otlp import runtime
 from gateway.heap import settle_heap
+from vocabulary import Signal
 
 
 def test_settle_heap_freezes_what_start_up_left():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tenants.audit import Actor
+from tenants.roles import GATEWAY_ADMIN
 from tenants.services import create_tenant, update_tenant
 from tests import otlp_requests
 from tests.clients import http_post
 from tests.test_api import _client
-from tenants.roles import GATEWAY_ADMIN
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SYSTEM = Actor.system("tests")

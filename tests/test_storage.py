@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.host import available_cpus
 from storage.batcher import Batcher, BatcherObserver
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, Store
 from storage.flatten.traces import flatten_traces
+from storage.host import available_cpus
 from storage.reader import TenantReader
 from storage.schema import EMBEDDED_MERGE_SETTINGS, TELEMETRY_TABLES, TENANT_TABLES
 from tests import otlp_requests

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import uuid
-from datetime import timezone
+from datetime import UTC
 
 import lz4.frame
 import pytest
@@ -57,7 +57,7 @@ def test_encoded_blocks_store_what_the_driver_stores(store):
 class _FakeServerClient:
     """What Store uses of an HTTP clickhouse-connect client."""
 
-    server_tz = timezone.utc
+    server_tz = UTC
 
     def __init__(self, write_compression):
         self.write_compression = write_compression

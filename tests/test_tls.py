@@ -27,22 +27,20 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from vocabulary import Signal
 from gateway.edge import ServerThread, limits_from_settings
 from gateway.otlp import runtime
-from tenants.authentication import CredentialsRefused
-from vocabulary import Reason
 from gateway.otlp.grpc_server import build_server
 from gateway.tls import ClientAuth, TlsConfig, certificate_sha256
 from gateway.wsgi import application
 from tenants.audit import Actor
-from tenants.authentication import authenticate
+from tenants.authentication import CredentialsRefused, authenticate
 from tenants.certificates import register_client_certificate, revoke_client_certificate
 from tenants.models import AuditEvent, ClientCertificate
 from tenants.services import update_tenant
 from tests.clients import grpc_export
-from tests.pki import Issued, Pki, make_pki
 from tests.otlp_requests import traces_request
+from tests.pki import Issued, Pki, make_pki
+from vocabulary import Reason, Signal
 
 ACTOR = Actor.system("tests")
 CERT_ENV = ("OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_KEY")

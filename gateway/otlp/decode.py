@@ -17,9 +17,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from vocabulary import Signal
-from vocabulary import Reason, Refusal
 from storage.flatten.raw import RawTraces
+from vocabulary import Reason, Refusal, Signal
 
 REQUEST_TYPES: dict[Signal, type[Message]] = {
     Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from google.protobuf.message import Message
@@ -164,7 +164,7 @@ class Pipeline:
         """Meter a request refused before it reached `run` (the gRPC server's admission)."""
         _Meter(self.batcher, signal).refused(refusal)
 
-    def _unexpected(self, exc: Exception, meter: "_Meter", signal: Signal) -> Refusal:
+    def _unexpected(self, exc: Exception, meter: _Meter, signal: Signal) -> Refusal:
         """The reply for a failure that is not a refusal: a database or cache that cannot be
         reached can succeed later; anything else is a fault of ours, logged with a reference."""
         who = meter.principal.tenant_slug if meter.principal else "an unauthenticated sender"

@@ -22,17 +22,16 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
-from vocabulary import Signal
 from gateway.otlp import decode
-from vocabulary import Reason, Refusal
 from gateway.otlp.worker import init_worker
 from storage.batcher import EncodedBlock
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
@@ -40,6 +39,7 @@ from storage.flatten import FLATTENERS, TABLES, TableBatch
 from storage.flatten.common import TimeWindow
 from tenants.encryption import KeyRing
 from tenants.protect import protect
+from vocabulary import Reason, Refusal, Signal
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """Export*ServiceRequest -> column batches for the signal's tables, TenantId on every row."""
 from __future__ import annotations
 
-from vocabulary import Signal
 from storage.flatten.common import Flattened, TableBatch
 from storage.flatten.logs import flatten_logs
 from storage.flatten.metrics import flatten_metrics
 from storage.flatten.traces import flatten_traces
 from storage.schema import LOGS_TABLE, METRIC_TABLES, TRACES_TABLE
+from vocabulary import Signal
 
 FLATTENERS = {
     Signal.TRACES: flatten_traces,

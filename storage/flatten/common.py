@@ -35,13 +35,13 @@ class TimeWindow:
 
     @classmethod
     def at(cls, now_ns: int, *, retention_days: int,
-           future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> "TimeWindow":
+           future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> TimeWindow:
         return cls(oldest_ns=now_ns - retention_days * _DAY_NS,
                    newest_ns=min(MAX_TIMESTAMP_NS, now_ns + future_grace_seconds * 10**9),
                    retention_days=retention_days, future_grace_seconds=future_grace_seconds)
 
     @classmethod
-    def now(cls, *, retention_days: int, future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> "TimeWindow":
+    def now(cls, *, retention_days: int, future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> TimeWindow:
         return cls.at(time.time_ns(), retention_days=retention_days, future_grace_seconds=future_grace_seconds)
 
     def problem(self, what: str, timestamp_ns: int) -> str | None:

@@ -122,8 +122,13 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int, window: Time
                 status = span.status
                 status_code.append(_STATUS_NAMES.get(status.code, "Unset"))
                 status_message.append(status.message)
-                ev_ts.append(events[0]); ev_name.append(events[1]); ev_attrs.append(events[2])
-                ln_trace.append(links[0]); ln_span.append(links[1]); ln_state.append(links[2]); ln_attrs.append(links[3])
+                ev_ts.append(events[0])
+                ev_name.append(events[1])
+                ev_attrs.append(events[2])
+                ln_trace.append(links[0])
+                ln_span.append(links[1])
+                ln_state.append(links[2])
+                ln_attrs.append(links[3])
     rows = len(ts)
     cols[0] = [tenant_id] * rows
     cols[-1] = [retention_days] * rows

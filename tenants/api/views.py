@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema

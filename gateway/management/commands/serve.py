@@ -11,8 +11,8 @@ from django.db import connections
 import storage
 from gateway.tls import TlsConfig
 from storage.clickhouse import describe_url
-from tenants.models import Tenant
 from tenants.audit import Actor
+from tenants.models import Tenant
 from tenants.services import create_tenant_with_key
 
 DEMO_SLUG = "demo"

@@ -1,8 +1,8 @@
 """manage.py issue_key SLUG: a new API key for an existing tenant, printed once."""
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.models import Tenant
 from tenants.audit import Actor
+from tenants.models import Tenant
 from tenants.services import ALL_SCOPES, issue_key
 
 
