@@ -10,6 +10,7 @@ Every loop is bounded in count and time and talks only to the gateway it started
 Exits 1 if a normal request failed or took longer than a second while the slow sockets were
 open. Figures go to docs/BENCHMARKS.md by hand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,7 @@ class SlowSockets:
                 if not data:
                     continue
                 try:
-                    sock.send(data[sent:sent + 1])
+                    sock.send(data[sent : sent + 1])
                     plan[2] += 1
                 except OSError:  # the gateway closed it (a deadline): open another of the same kind
                     sock.close()
@@ -84,8 +85,12 @@ class SlowSockets:
 def normal_load(port: int, key: str, seconds: float, body: bytes) -> dict[str, list[float]]:
     """Four clients, one per kind of request, each sending one after another for `seconds`."""
     kinds = {
-        "otlp": ("POST", "/v1/traces", body, {"Authorization": f"Bearer {key}",
-                                               "Content-Type": "application/x-protobuf"}),
+        "otlp": (
+            "POST",
+            "/v1/traces",
+            body,
+            {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
+        ),
         "console": ("GET", "/admin/login/", None, {}),
         "api": ("GET", "/api/v1/tenants/", None, {}),
         "healthz": ("GET", "/healthz", None, {}),
@@ -126,8 +131,10 @@ def report_latency(title: str, result: dict) -> bool:
             continue
         p99 = _percentile(values, 0.99)
         ok = ok and p99 < 1.0
-        print(f"| {kind} | {len(values)} | {statistics.median(values) * 1000:.1f} | {p99 * 1000:.1f} | "
-              f"{max(values) * 1000:.1f} |")
+        print(
+            f"| {kind} | {len(values)} | {statistics.median(values) * 1000:.1f} | {p99 * 1000:.1f} | "
+            f"{max(values) * 1000:.1f} |"
+        )
     if result["failures"]:
         print(f"failures: {len(result['failures'])}, e.g. {result['failures'][:3]}")
     return ok
@@ -136,8 +143,10 @@ def report_latency(title: str, result: dict) -> bool:
 def grpc_flood(gateway: Gateway, calls: int, key: str | None) -> dict:
     """`calls` concurrent 4 MiB calls over 8 channels; the gateway's RSS sampled meanwhile."""
     body = b"\x0a" + b"\xff" * (4 * 1024 * 1024 - 200)
-    channels = [grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}",
-                                      options=[("grpc.max_send_message_length", 8 << 20)]) for _ in range(8)]
+    channels = [
+        grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}", options=[("grpc.max_send_message_length", 8 << 20)])
+        for _ in range(8)
+    ]
     metadata = [("authorization", f"Bearer {key}")] if key else []
     peak, stop = [gateway.rss_mb("VmRSS")], threading.Event()
 
@@ -148,8 +157,12 @@ def grpc_flood(gateway: Gateway, calls: int, key: str | None) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.monotonic()
-    futures = [channels[i % 8].unary_unary(GRPC_METHOD, request_serializer=None, response_deserializer=None)
-               .future(body, metadata=metadata, timeout=120) for i in range(calls)]
+    futures = [
+        channels[i % 8]
+        .unary_unary(GRPC_METHOD, request_serializer=None, response_deserializer=None)
+        .future(body, metadata=metadata, timeout=120)
+        for i in range(calls)
+    ]
     codes: dict[str, int] = {}
     for future in futures:
         try:
@@ -167,13 +180,17 @@ def grpc_flood(gateway: Gateway, calls: int, key: str | None) -> dict:
 
 
 def slow_phases(gateway: Gateway, args, body: bytes) -> bool:
-    ok = report_latency("Normal clients, nothing else open", normal_load(gateway.http_port, gateway.key,
-                                                                          args.seconds, body))
+    ok = report_latency(
+        "Normal clients, nothing else open", normal_load(gateway.http_port, gateway.key, args.seconds, body)
+    )
     with SlowSockets(gateway.http_port, args.slow) as slow:
         time.sleep(1.5)  # every slow socket connected and sending
         result = normal_load(gateway.http_port, gateway.key, args.seconds, body)
-    return ok and report_latency(f"Normal clients with {args.slow} slow sockets open "
-                                 f"({slow.reconnects} reconnected after the gateway closed them)", result)
+    return ok and report_latency(
+        f"Normal clients with {args.slow} slow sockets open "
+        f"({slow.reconnects} reconnected after the gateway closed them)",
+        result,
+    )
 
 
 def main() -> int:
@@ -183,8 +200,13 @@ def main() -> int:
     parser.add_argument("--grpc-calls", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="leave the data directory (see ingest.py --help)")
     parser.add_argument("--grpc-only", action="store_true", help="only the gRPC floods")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting for the gateway (its environment), e.g. GATEWAY_GRPC_THREADS=8")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the gateway (its environment), e.g. GATEWAY_GRPC_THREADS=8",
+    )
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="otlpgw-hostile-"))
@@ -201,8 +223,10 @@ def main() -> int:
             flood = grpc_flood(gateway, args.grpc_calls, key)
             time.sleep(3)
             after = gateway.rss_mb("VmRSS")
-            print(f"- {args.grpc_calls} concurrent 4 MiB calls, {label}: {flood['codes']} in {flood['seconds']:.1f}s; "
-                  f"RSS peak {flood['peak_mb']:.0f} MB, {after:.0f} MB 3 s after")
+            print(
+                f"- {args.grpc_calls} concurrent 4 MiB calls, {label}: {flood['codes']} in {flood['seconds']:.1f}s; "
+                f"RSS peak {flood['peak_mb']:.0f} MB, {after:.0f} MB 3 s after"
+            )
     finally:
         code = gateway.stop()
         if not args.keep:

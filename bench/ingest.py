@@ -12,6 +12,7 @@ records the worker during the gRPC maximum-throughput run (raw collapsed stacks;
 them with bench/pyspy_top.py). Exits 1 on any failed request or if the spans acknowledged are
 not exactly the rows found in otel_traces after the gateway stopped. See docs/BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))  # the floors measure this tree's storage.flatten,
 GRPC_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+
 # --- the gateway ------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
@@ -55,16 +57,23 @@ class Gateway:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_"))}
-        env.update(GATEWAY_DATA_DIR=str(self.data_dir), GATEWAY_HOST="127.0.0.1", PYTHONUNBUFFERED="1",
-                   GATEWAY_GRPC_PORT=str(self.grpc_port), GATEWAY_HTTP_PORT=str(self.http_port),
-                   DJANGO_SETTINGS_MODULE="gateway.settings")
+        env.update(
+            GATEWAY_DATA_DIR=str(self.data_dir),
+            GATEWAY_HOST="127.0.0.1",
+            PYTHONUNBUFFERED="1",
+            GATEWAY_GRPC_PORT=str(self.grpc_port),
+            GATEWAY_HTTP_PORT=str(self.http_port),
+            DJANGO_SETTINGS_MODULE="gateway.settings",
+        )
         env.update(self.settings)  # --set: the gateway's own environment, nothing else of ours
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.output = open(self.log, "w")
-        self.process = subprocess.Popen([sys.executable, "manage.py", "serve"], cwd=ROOT, env=env,
-                                        stdout=self.output, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve"], cwd=ROOT, env=env, stdout=self.output, stderr=subprocess.STDOUT
+        )
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
+
         deadline = time.monotonic() + 90
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -72,7 +81,10 @@ class Gateway:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("gateway did not start:\n" + self.log.read_text())
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ):
                         break
                 except grpc.RpcError:
                     pass
@@ -118,7 +130,7 @@ class Gateway:
                 except FileNotFoundError:
                     continue
                 fields = stat.rsplit(")", 1)[1].split()
-                name = role or _thread_role(stat[stat.index("(") + 1:stat.rindex(")")])
+                name = role or _thread_role(stat[stat.index("(") + 1 : stat.rindex(")")])
                 seconds[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK
         return seconds
 
@@ -139,9 +151,11 @@ class Gateway:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
         conn.close()
-        wanted = {"otlp_gateway_clickhouse_insert_duration_seconds_count": "inserts",
-                  "otlp_gateway_clickhouse_insert_duration_seconds_sum": "seconds",
-                  "otlp_gateway_clickhouse_rows_total": "rows"}
+        wanted = {
+            "otlp_gateway_clickhouse_insert_duration_seconds_count": "inserts",
+            "otlp_gateway_clickhouse_insert_duration_seconds_sum": "seconds",
+            "otlp_gateway_clickhouse_rows_total": "rows",
+        }
         counters = dict.fromkeys(wanted.values(), 0.0)
         for line in text.splitlines():
             name, _, rest = line.partition("{")
@@ -161,11 +175,17 @@ class Gateway:
 
     def stored_spans(self) -> int:
         """Rows in otel_traces, read from a fresh process once the gateway has let go of chDB."""
-        script = ("import clickhouse_connect, sys\n"
-                  "c = clickhouse_connect.get_client(dsn=sys.argv[1])\n"
-                  "print(c.query('SELECT count() FROM otel_traces').result_rows[0][0])\n")
-        out = subprocess.run([sys.executable, "-c", script, f"chdb://{self.data_dir / 'clickhouse'}"],
-                             capture_output=True, text=True, check=True)
+        script = (
+            "import clickhouse_connect, sys\n"
+            "c = clickhouse_connect.get_client(dsn=sys.argv[1])\n"
+            "print(c.query('SELECT count() FROM otel_traces').result_rows[0][0])\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, f"chdb://{self.data_dir / 'clickhouse'}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return int(out.stdout.split()[-1])
 
 
@@ -201,6 +221,7 @@ def _sender(transport: str, port: int, key: str):
     """A function body -> None that sends one export, raising on anything but success."""
     if transport == "grpc":
         import grpc
+
         channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
         call = channel.unary_unary(GRPC_METHOD, request_serializer=None, response_deserializer=None)
         metadata = (("authorization", f"Bearer {key}"),)
@@ -225,6 +246,7 @@ def _sender(transport: str, port: int, key: str):
             if reply.status != 200:
                 raise RuntimeError(f"HTTP {reply.status}: {data[:200]!r}")
             return
+
     return send
 
 
@@ -271,19 +293,43 @@ def client_main(clients, index, transport, port, key, payloads, spans, threads, 
         th.start()
     for th in pool:
         th.join()
-    results.put(dict(latencies=latencies, errors=errors, elapsed=max(ends) - start, acked=acked[0],
-                     client_cpu=time.process_time() - cpu0))
+    results.put(
+        dict(
+            latencies=latencies,
+            errors=errors,
+            elapsed=max(ends) - start,
+            acked=acked[0],
+            client_cpu=time.process_time() - cpu0,
+        )
+    )
 
 
 def drive(gateway, transport, args, payloads, rate=None, duration=None) -> dict:
     duration = duration or args.duration
     ctx = mp.get_context("spawn")  # no grpc state crosses a fork
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=client_main, daemon=True,
-                         args=(args.clients, i, transport, gateway.grpc_port if transport == "grpc" else gateway.http_port,
-                               gateway.key, payloads, args.spans, args.concurrency, duration,
-                               rate / args.spans if rate else None, ready, go, results))
-             for i in range(args.clients)]
+    procs = [
+        ctx.Process(
+            target=client_main,
+            daemon=True,
+            args=(
+                args.clients,
+                i,
+                transport,
+                gateway.grpc_port if transport == "grpc" else gateway.http_port,
+                gateway.key,
+                payloads,
+                args.spans,
+                args.concurrency,
+                duration,
+                rate / args.spans if rate else None,
+                ready,
+                go,
+                results,
+            ),
+        )
+        for i in range(args.clients)
+    ]
     for p in procs:
         p.start()
     for _ in procs:
@@ -301,36 +347,66 @@ def drive(gateway, transport, args, payloads, rate=None, duration=None) -> dict:
     latencies = sorted(x for part in parts for x in part["latencies"])
     elapsed = max(part["elapsed"] for part in parts)
     errors = [e for part in parts for e in part["errors"]]
+
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
     result = dict(
-        run=f"{transport} " + (f"paced {rate:,.0f} spans/s" if rate else "max"), requests=len(latencies),
-        errors=len(errors), first_error=errors[0] if errors else "", spans_per_s=len(latencies) * args.spans / elapsed,
-        p50_ms=pct(0.50), p99_ms=pct(0.99), max_ms=latencies[-1] * 1000 if latencies else float("nan"),
-        worker_cpu_cores=worker_cpu / elapsed, client_cpu_cores=sum(p["client_cpu"] for p in parts) / elapsed,
-        machine_busy_cores=busy / elapsed, worker_peak_rss_mb=gateway.rss_mb(), acked_spans=sum(p["acked"] for p in parts),
+        run=f"{transport} " + (f"paced {rate:,.0f} spans/s" if rate else "max"),
+        requests=len(latencies),
+        errors=len(errors),
+        first_error=errors[0] if errors else "",
+        spans_per_s=len(latencies) * args.spans / elapsed,
+        p50_ms=pct(0.50),
+        p99_ms=pct(0.99),
+        max_ms=latencies[-1] * 1000 if latencies else float("nan"),
+        worker_cpu_cores=worker_cpu / elapsed,
+        client_cpu_cores=sum(p["client_cpu"] for p in parts) / elapsed,
+        machine_busy_cores=busy / elapsed,
+        worker_peak_rss_mb=gateway.rss_mb(),
+        acked_spans=sum(p["acked"] for p in parts),
         rows_per_insert=writer["rows"] / writer["inserts"] if writer["inserts"] else float("nan"),
         writer_busy=writer["seconds"] / elapsed,
-        cpu_by_thread={name: round(sec / elapsed, 3) for name, sec in threads.most_common() if sec / elapsed >= 0.005})
-    print(f"  {result['run']}: {result['spans_per_s']:,.0f} spans/s, p50 {result['p50_ms']:.0f} ms, "
-          f"p99 {result['p99_ms']:.0f} ms, {result['rows_per_insert']:,.0f} spans per otel_traces INSERT, "
-          f"writer busy {result['writer_busy']:.0%}, errors {result['errors']} {result['first_error']}")
-    print("    gateway CPU by thread, cores: "
-          + ", ".join(f"{name} {cores:.2f}" for name, cores in result["cpu_by_thread"].items()))
+        cpu_by_thread={name: round(sec / elapsed, 3) for name, sec in threads.most_common() if sec / elapsed >= 0.005},
+    )
+    print(
+        f"  {result['run']}: {result['spans_per_s']:,.0f} spans/s, p50 {result['p50_ms']:.0f} ms, "
+        f"p99 {result['p99_ms']:.0f} ms, {result['rows_per_insert']:,.0f} spans per otel_traces INSERT, "
+        f"writer busy {result['writer_busy']:.0%}, errors {result['errors']} {result['first_error']}"
+    )
+    print(
+        "    gateway CPU by thread, cores: "
+        + ", ".join(f"{name} {cores:.2f}" for name, cores in result["cpu_by_thread"].items())
+    )
     return result
 
 
 def start_py_spy(pid: int, args) -> subprocess.Popen:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    command = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "--nonblocking",
-               "--duration", str(int(args.duration)), "--output", args.py_spy] + ["--gil"] * args.py_spy_gil
+    command = [
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "50",
+        "--nonblocking",
+        "--duration",
+        str(int(args.duration)),
+        "--output",
+        args.py_spy,
+    ] + ["--gil"] * args.py_spy_gil
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
 # --- in-process floors ------------------------------------------------------------------------
-STAGES = {"parse only": ("parse",), "parse + flatten": ("parse", "flatten"),
-          "parse + flatten + insert": ("parse", "flatten", "encode", "insert")}
+STAGES = {
+    "parse only": ("parse",),
+    "parse + flatten": ("parse", "flatten"),
+    "parse + flatten + insert": ("parse", "flatten", "encode", "insert"),
+}
 
 
 def floors(payloads: list[bytes], spans: int, seconds: float, runs: tuple[str, ...] = tuple(STAGES)) -> list[dict]:
@@ -339,6 +415,7 @@ def floors(payloads: list[bytes], spans: int, seconds: float, runs: tuple[str, .
     batcher uses them) into a fresh chDB directory."""
     from storage.clickhouse import Store
     from storage.flatten.traces import flatten_traces
+
     directory = tempfile.mkdtemp(prefix="otlpgw-floor-")
     store = Store(f"chdb://{directory}/clickhouse")
     store.migrate()
@@ -365,8 +442,15 @@ def floors(payloads: list[bytes], spans: int, seconds: float, runs: tuple[str, .
                         spent["insert"] += time.perf_counter() - t3
                 count += 1
         elapsed = time.perf_counter() - start
-        results.append(dict(run=name, requests=count, spans_per_s=count * spans / elapsed,
-                            per_request_ms=elapsed / count * 1000, **{f"{k}_ms": v / count * 1000 for k, v in spent.items()}))
+        results.append(
+            dict(
+                run=name,
+                requests=count,
+                spans_per_s=count * spans / elapsed,
+                per_request_ms=elapsed / count * 1000,
+                **{f"{k}_ms": v / count * 1000 for k, v in spent.items()},
+            )
+        )
     store.close()
     shutil.rmtree(directory)
     return results
@@ -374,17 +458,23 @@ def floors(payloads: list[bytes], spans: int, seconds: float, runs: tuple[str, .
 
 # --- report -----------------------------------------------------------------------------------
 def table(floors: list[dict], runs: list[dict], parse_rate: float) -> str:
-    lines = ["| run | spans/s | vs parse-only | p50 ms | p99 ms | max ms | errors | gateway CPU | client CPU | machine busy "
-             f"(of {os.cpu_count()}) | gateway peak RSS MB | spans per INSERT | writer busy |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| run | spans/s | vs parse-only | p50 ms | p99 ms | max ms | errors | gateway CPU | client CPU | machine busy "
+        f"(of {os.cpu_count()}) | gateway peak RSS MB | spans per INSERT | writer busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for f in floors:
-        lines.append(f"| {f['run']} (in-process, 1 thread) | {f['spans_per_s']:,.0f} | {f['spans_per_s'] / parse_rate:.1%} "
-                     f"| {f['per_request_ms']:.1f}/req | | | | | | | | | |")
+        lines.append(
+            f"| {f['run']} (in-process, 1 thread) | {f['spans_per_s']:,.0f} | {f['spans_per_s'] / parse_rate:.1%} "
+            f"| {f['per_request_ms']:.1f}/req | | | | | | | | | |"
+        )
     for r in runs:
-        lines.append(f"| {r['run']} | {r['spans_per_s']:,.0f} | {r['spans_per_s'] / parse_rate:.1%} | {r['p50_ms']:.0f} "
-                     f"| {r['p99_ms']:.0f} | {r['max_ms']:.0f} | {r['errors']} | {r['worker_cpu_cores']:.2f} "
-                     f"| {r['client_cpu_cores']:.2f} | {r['machine_busy_cores']:.2f} | {r['worker_peak_rss_mb']:.0f} "
-                     f"| {r['rows_per_insert']:,.0f} | {r['writer_busy']:.0%} |")
+        lines.append(
+            f"| {r['run']} | {r['spans_per_s']:,.0f} | {r['spans_per_s'] / parse_rate:.1%} | {r['p50_ms']:.0f} "
+            f"| {r['p99_ms']:.0f} | {r['max_ms']:.0f} | {r['errors']} | {r['worker_cpu_cores']:.2f} "
+            f"| {r['client_cpu_cores']:.2f} | {r['machine_busy_cores']:.2f} | {r['worker_peak_rss_mb']:.0f} "
+            f"| {r['rows_per_insert']:,.0f} | {r['writer_busy']:.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -397,24 +487,36 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20, help="distinct pre-built requests")
     parser.add_argument("--transports", default="grpc,http")
     parser.add_argument("--no-half-load", action="store_true", help="skip the gRPC run paced at half the maximum")
-    parser.add_argument("--paced-duration", type=float, default=30, help="seconds of the half-load run (~15 requests/s)")
+    parser.add_argument(
+        "--paced-duration", type=float, default=30, help="seconds of the half-load run (~15 requests/s)"
+    )
     parser.add_argument("--floor-seconds", type=float, default=5)
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
-                        type=lambda s: tuple(s.split("=", 1)),
-                        help="a setting for the gateway (environment variable), e.g. GATEWAY_PREPARE_PROCESSES=1")
+    parser.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        help="a setting for the gateway (environment variable), e.g. GATEWAY_PREPARE_PROCESSES=1",
+    )
     parser.add_argument("--py-spy", metavar="FILE", help="record the worker with py-spy during the gRPC max run")
     parser.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples that hold the GIL")
     parser.add_argument("--out", metavar="FILE", help="write the results as .json, or markdown otherwise")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the gateway's data directory and log (on ext4 without a journal, as on the benchmark VM, deleting it slows the file creation of a run started in the next "
-                        "few minutes: see docs/BENCHMARKS.md; remove kept directories between sessions)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the gateway's data directory and log (on ext4 without a journal, as on the benchmark VM, deleting it slows the file creation of a run started in the next "
+        "few minutes: see docs/BENCHMARKS.md; remove kept directories between sessions)",
+    )
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
     payloads = [build_request(rng, args.spans).SerializeToString() for _ in range(args.requests)]
     size = sum(map(len, payloads)) / len(payloads)
-    print(f"{args.requests} requests of {args.spans} spans, {size / 1024:.0f} KiB each on average ({size / args.spans:.0f} B/span)")
+    print(
+        f"{args.requests} requests of {args.spans} spans, {size / 1024:.0f} KiB each on average ({size / args.spans:.0f} B/span)"
+    )
 
     with mp.get_context("spawn").Pool(1) as pool:  # chDB stays out of this process
         busy0, t0 = machine_busy_seconds(), time.monotonic()
@@ -430,17 +532,22 @@ def main() -> int:
     try:
         gateway.start()
         idle_rss = gateway.rss_mb("VmRSS")
-        print(f"gateway pid {gateway.process.pid}, worker pid {gateway.worker} "
-              f"(with its {len(gateway.processes()) - 1} processes {idle_rss:.0f} MB RSS idle), "
-              f"data {gateway.data_dir} (removed at the end unless --keep)")
+        print(
+            f"gateway pid {gateway.process.pid}, worker pid {gateway.worker} "
+            f"(with its {len(gateway.processes()) - 1} processes {idle_rss:.0f} MB RSS idle), "
+            f"data {gateway.data_dir} (removed at the end unless --keep)"
+        )
         for transport in args.transports.split(","):
             spy = start_py_spy(gateway.worker, args) if transport == "grpc" and args.py_spy else None
             runs.append(drive(gateway, transport, args, payloads))
             if spy:
                 spy.wait()
             if transport == "grpc" and not args.no_half_load:
-                runs.append(drive(gateway, "grpc", args, payloads, rate=runs[-1]["spans_per_s"] / 2,
-                                  duration=args.paced_duration))
+                runs.append(
+                    drive(
+                        gateway, "grpc", args, payloads, rate=runs[-1]["spans_per_s"] / 2, duration=args.paced_duration
+                    )
+                )
     finally:
         code = gateway.stop()
     acked = sum(r["acked_spans"] for r in runs)
@@ -456,19 +563,32 @@ def main() -> int:
     if not args.keep:
         shutil.rmtree(gateway.data_dir.parent)
     print(f"\ngateway exit code {code}\n")
-    report = "\n".join([
-        f"{args.requests} distinct requests of {args.spans} spans ({size / 1024:.0f} KiB); {args.clients} client process(es) "
-        f"x {args.concurrency} in flight; {args.duration:g} s per run at max, {args.paced_duration:g} s paced"
-        + "".join(f"; {name}={value}" for name, value in args.set) + "\n",
-        table(floor, runs, parse_rate),
-        f'\n"vs parse-only" is against {parse_rate:,.0f} spans/s, the mean of the two parse-only floors; '
-        f"machine busy during the floors {floors_busy:.2f} cores; gateway RSS idle after start {idle_rss:.0f} MB "
-        "(gateway: the gunicorn worker and its prepare processes, summed); "
-        f"spans acknowledged {acked:,}, stored {stored:,}"])
+    report = "\n".join(
+        [
+            f"{args.requests} distinct requests of {args.spans} spans ({size / 1024:.0f} KiB); {args.clients} client process(es) "
+            f"x {args.concurrency} in flight; {args.duration:g} s per run at max, {args.paced_duration:g} s paced"
+            + "".join(f"; {name}={value}" for name, value in args.set)
+            + "\n",
+            table(floor, runs, parse_rate),
+            f'\n"vs parse-only" is against {parse_rate:,.0f} spans/s, the mean of the two parse-only floors; '
+            f"machine busy during the floors {floors_busy:.2f} cores; gateway RSS idle after start {idle_rss:.0f} MB "
+            "(gateway: the gunicorn worker and its prepare processes, summed); "
+            f"spans acknowledged {acked:,}, stored {stored:,}",
+        ]
+    )
     print(report)
     if args.out:
-        summary = dict(vars(args), request_bytes=size, floors=floor, runs=runs, acked_spans=acked, stored_spans=stored,
-                       floors_machine_busy_cores=floors_busy, gateway_exit_code=code, worker_idle_rss_mb=idle_rss)
+        summary = dict(
+            vars(args),
+            request_bytes=size,
+            floors=floor,
+            runs=runs,
+            acked_spans=acked,
+            stored_spans=stored,
+            floors_machine_busy_cores=floors_busy,
+            gateway_exit_code=code,
+            worker_idle_rss_mb=idle_rss,
+        )
         Path(args.out).write_text(json.dumps(summary, indent=2) if args.out.endswith(".json") else report + "\n")
     return 0 if code == 0 and acked == stored and not any(r["errors"] for r in runs) else 1
 

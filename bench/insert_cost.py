@@ -9,6 +9,7 @@ the script prints this process's CPU per span over the whole run: the INSERTs an
 that ran during them. Then a 1-row INSERT into otel_traces and into gateway_usage, the fixed
 cost every INSERT pays. Rows are encoded before the clock starts: this is chDB's share only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ SPANS_PER_SECOND = 60_000
 def _store(directory: str):
     from storage.clickhouse import Store
     from storage.schema import embedded_tuning_statements
+
     store = Store(f"chdb://{directory}/clickhouse", merge_threads=1)
     store.migrate()
     for statement in embedded_tuning_statements():
@@ -65,6 +67,7 @@ def main() -> int:
     parser.add_argument("--spans", type=int, default=900_000, help="spans inserted for each size")
     args = parser.parse_args()
     import django
+
     django.setup()
     from billing.metering import usage_batch
     from storage.flatten.traces import flatten_traces
@@ -72,12 +75,14 @@ def main() -> int:
 
     sizes = [int(size) for size in args.sizes.split(",")]
     rng, tenant = random.Random(1), "bench-insert-cost"
-    per_request = [flatten_traces(build_request(rng, 1000), tenant_id=tenant, retention_days=30).batches[0]
-                   for _ in range(-(-max(sizes) // 1000))]
+    per_request = [
+        flatten_traces(build_request(rng, 1000), tenant_id=tenant, retention_days=30).batches[0]
+        for _ in range(-(-max(sizes) // 1000))
+    ]
     first = per_request[0]
     print(f"{args.spans:,} spans per size, paced at {SPANS_PER_SECOND:,} spans/s, one merge thread")
     for size in sizes:
-        requests = per_request[:max(1, size // 1000)]
+        requests = per_request[: max(1, size // 1000)]
         columns = [[value for batch in requests for value in batch.columns[i]] for i in range(len(first.column_names))]
         if size < 1000:
             columns = [column[:size] for column in columns]
@@ -89,9 +94,12 @@ def main() -> int:
             parts = store.dangerously_query_unscoped(
                 "SELECT count(), max(level) FROM system.parts "
                 "WHERE database = currentDatabase() AND table = 'otel_traces' AND active",
-                reason="insert cost benchmark: part counts").result_rows[0]
-            print(f"  {size:>6,} spans per INSERT: {cpu:5.2f} us of CPU per span over {wall:.0f} s "
-                  f"(then {parts[0]} active parts, highest level {parts[1]})")
+                reason="insert cost benchmark: part counts",
+            ).result_rows[0]
+            print(
+                f"  {size:>6,} spans per INSERT: {cpu:5.2f} us of CPU per span over {wall:.0f} s "
+                f"(then {parts[0]} active parts, highest level {parts[1]})"
+            )
         finally:
             store.close()
             shutil.rmtree(directory, ignore_errors=True)
@@ -99,10 +107,13 @@ def main() -> int:
     store = _store(directory)
     try:
         one_span = type(first)(first.table, first.column_names, [column[:1] for column in first.columns])
-        usage = usage_batch(tenant_id=tenant, signal=Signal.TRACES, outcome=Outcome.ACCEPTED, items=1,
-                            items_accepted=1, body_bytes=1)
-        print(f"fixed cost of one INSERT, CPU: otel_traces (1 row) {_fixed_ms(store, one_span):.1f} ms, "
-              f"gateway_usage (1 row) {_fixed_ms(store, usage):.1f} ms")
+        usage = usage_batch(
+            tenant_id=tenant, signal=Signal.TRACES, outcome=Outcome.ACCEPTED, items=1, items_accepted=1, body_bytes=1
+        )
+        print(
+            f"fixed cost of one INSERT, CPU: otel_traces (1 row) {_fixed_ms(store, one_span):.1f} ms, "
+            f"gateway_usage (1 row) {_fixed_ms(store, usage):.1f} ms"
+        )
     finally:
         store.close()
         shutil.rmtree(directory, ignore_errors=True)

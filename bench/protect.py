@@ -3,6 +3,7 @@ for parse + flatten, then + protect with 0 and with 3 sensitive attributes per s
 
     .venv/bin/python bench/protect.py [--seconds 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,11 @@ from tenants.encryption import KeyRing, sensitive_keys  # noqa: E402
 from tenants.protect import protect  # noqa: E402
 
 TENANT = "00000000-0000-4000-8000-000000000001"
-SENSITIVE = [("user.email", "ada.lovelace@example.com"), ("enduser.id", "u-4242"),
-             ("db.statement", "SELECT * FROM orders WHERE customer_id = $1")]
+SENSITIVE = [
+    ("user.email", "ada.lovelace@example.com"),
+    ("enduser.id", "u-4242"),
+    ("db.statement", "SELECT * FROM orders WHERE customer_id = $1"),
+]
 
 
 def payloads(sensitive: bool, count: int = 10) -> list[bytes]:

@@ -3,6 +3,7 @@ samples by thread role, then the functions with the most inclusive and self samp
 
     .venv/bin/python bench/pyspy_top.py profile.txt [--top 25]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ only that the allowance is shared).
     ./dev test --co -q >/dev/null   # installs the test extras once
     .venv/bin/python bench/rate_precision.py [--limit 1000] [--seconds 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="otlpgw-rate-"))
     first_dir, second_dir = work / "a", work / "b"
     first_dir.mkdir()
-    env = {"GATEWAY_DATA_DIR": str(first_dir), "DJANGO_SETTINGS_MODULE": "gateway.settings",
-           "GATEWAY_CACHE_URL": args.redis, "PATH": "/usr/bin:/bin"}
-    setup = subprocess.run([sys.executable, "-c", _SETUP.format(limit=args.limit, burst=args.burst)], cwd=ROOT,
-                           env=env, capture_output=True, text=True, timeout=120, check=True)
+    env = {
+        "GATEWAY_DATA_DIR": str(first_dir),
+        "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        "GATEWAY_CACHE_URL": args.redis,
+        "PATH": "/usr/bin:/bin",
+    }
+    setup = subprocess.run(
+        [sys.executable, "-c", _SETUP.format(limit=args.limit, burst=args.burst)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     key = setup.stdout.split()[-1]
     shutil.copytree(first_dir, second_dir)
     shutil.rmtree(second_dir / "clickhouse", ignore_errors=True)
@@ -81,9 +93,11 @@ def main() -> None:
         elapsed = last_sent[0] - start  # admission takes items on arrival: the rate is over sending
     stored = [len(_query(d, "SELECT SpanId FROM otel_traces")) for d in (first_dir, second_dir)]
     rate = sum(accepted) / elapsed
-    print(f"accepted {sum(accepted)} spans in {elapsed:.2f}s = {rate:.0f}/s (limit {args.limit}, "
-          f"{rate / args.limit:.1%}); per process {accepted}; stored {stored}; {refused[0]} throttled; "
-          f"errors {errors or 'none'}")
+    print(
+        f"accepted {sum(accepted)} spans in {elapsed:.2f}s = {rate:.0f}/s (limit {args.limit}, "
+        f"{rate / args.limit:.1%}); per process {accepted}; stored {stored}; {refused[0]} throttled; "
+        f"errors {errors or 'none'}"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -27,29 +27,59 @@ class PlanAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         before = model_to_dict(Plan.objects.get(pk=obj.pk)) if change else None
         super().save_model(request, obj, form, change)
-        audit.record(actor=audit.actor_for_user(request.user), action="plan.updated" if change else "plan.created",
-                     target_type="plan", target_id=obj.pk, target_repr=obj.slug,
-                     changes=audit.diff(before, model_to_dict(obj)))
+        audit.record(
+            actor=audit.actor_for_user(request.user),
+            action="plan.updated" if change else "plan.created",
+            target_type="plan",
+            target_id=obj.pk,
+            target_repr=obj.slug,
+            changes=audit.diff(before, model_to_dict(obj)),
+        )
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
-        limits = {row.signal: {field: str(getattr(row, field)) for field in (
-            "items_per_second", "burst_items", "requests_per_second", "items_per_day", "bytes_per_day",
-            "included_items", "price_per_million")} for row in form.instance.signals.all()}
-        audit.record(actor=audit.actor_for_user(request.user), action="plan.signals_saved", target_type="plan",
-                     target_id=form.instance.pk, target_repr=form.instance.slug,
-                     changes={"before": {}, "after": limits})
+        limits = {
+            row.signal: {
+                field: str(getattr(row, field))
+                for field in (
+                    "items_per_second",
+                    "burst_items",
+                    "requests_per_second",
+                    "items_per_day",
+                    "bytes_per_day",
+                    "included_items",
+                    "price_per_million",
+                )
+            }
+            for row in form.instance.signals.all()
+        }
+        audit.record(
+            actor=audit.actor_for_user(request.user),
+            action="plan.signals_saved",
+            target_type="plan",
+            target_id=form.instance.pk,
+            target_repr=form.instance.slug,
+            changes={"before": {}, "after": limits},
+        )
 
     def delete_model(self, request, obj):
         pk, slug = obj.pk, obj.slug
         super().delete_model(request, obj)
-        audit.record(actor=audit.actor_for_user(request.user), action="plan.deleted", target_type="plan",
-                     target_id=pk, target_repr=slug)
+        audit.record(
+            actor=audit.actor_for_user(request.user),
+            action="plan.deleted",
+            target_type="plan",
+            target_id=pk,
+            target_repr=slug,
+        )
 
 
 class GenerateInvoicesForm(forms.Form):
-    period = forms.RegexField(regex=r"^\d{4}-(0[1-9]|1[0-2])$", help_text="YYYY-MM (UTC)",
-                              error_messages={"invalid": "Enter a month as YYYY-MM, e.g. 2026-11."})
+    period = forms.RegexField(
+        regex=r"^\d{4}-(0[1-9]|1[0-2])$",
+        help_text="YYYY-MM (UTC)",
+        error_messages={"invalid": "Enter a month as YYYY-MM, e.g. 2026-11."},
+    )
 
 
 class InvoiceLineInline(admin.TabularInline):
@@ -98,8 +128,10 @@ class InvoiceAdmin(admin.ModelAdmin):
 
     @admin.display(description="download")
     def downloads(self, invoice):
-        links = [f'<a href="{reverse("admin:billing_invoice_download", args=[invoice.pk, fmt])}">{fmt.upper()}</a>'
-                 for fmt in ("csv", "html")]
+        links = [
+            f'<a href="{reverse("admin:billing_invoice_download", args=[invoice.pk, fmt])}">{fmt.upper()}</a>'
+            for fmt in ("csv", "html")
+        ]
         return mark_safe(" ".join(links))  # noqa: S308 - our own URLs
 
     @admin.action(description="Issue selected invoices (no longer recomputed)", permissions=["change"])
@@ -107,13 +139,21 @@ class InvoiceAdmin(admin.ModelAdmin):
         for invoice in queryset.filter(status=Invoice.Status.DRAFT):
             invoice.status = Invoice.Status.ISSUED
             invoice.save(update_fields=["status", "updated_at"])
-            audit.record(actor=audit.actor_for_user(request.user), action="invoice.issued", target_type="invoice",
-                         target_id=invoice.pk, target_repr=f"{invoice.tenant.slug} {invoice.period}",
-                         changes={"before": {"status": "draft"}, "after": {"status": "issued"}})
+            audit.record(
+                actor=audit.actor_for_user(request.user),
+                action="invoice.issued",
+                target_type="invoice",
+                target_id=invoice.pk,
+                target_repr=f"{invoice.tenant.slug} {invoice.period}",
+                changes={"before": {"status": "draft"}, "after": {"status": "issued"}},
+            )
 
     def get_urls(self):
-        download = path("<int:pk>/download/<str:fmt>/", self.admin_site.admin_view(self.download_view),
-                        name="billing_invoice_download")
+        download = path(
+            "<int:pk>/download/<str:fmt>/",
+            self.admin_site.admin_view(self.download_view),
+            name="billing_invoice_download",
+        )
         generate = path("generate/", self.admin_site.admin_view(self.generate_view), name="billing_invoice_generate")
         return [download, generate, *super().get_urls()]
 
@@ -131,14 +171,25 @@ class InvoiceAdmin(admin.ModelAdmin):
         form = GenerateInvoicesForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             invoices = generate_all(period=form.cleaned_data["period"])
-            audit.record(actor=audit.actor_for_user(request.user), action="invoices.generated",
-                         target_type="invoice", target_repr=form.cleaned_data["period"],
-                         changes={"before": {}, "after": {"invoices": len(invoices)}})
+            audit.record(
+                actor=audit.actor_for_user(request.user),
+                action="invoices.generated",
+                target_type="invoice",
+                target_repr=form.cleaned_data["period"],
+                changes={"before": {}, "after": {"invoices": len(invoices)}},
+            )
             self.message_user(request, f"{len(invoices)} invoice(s) for {form.cleaned_data['period']} generated.")
             return HttpResponseRedirect(reverse("admin:billing_invoice_changelist"))
-        return TemplateResponse(request, "admin/billing/invoice/generate.html", {
-            **self.admin_site.each_context(request), "title": "Generate invoices", "form": form,
-            "opts": self.model._meta})
+        return TemplateResponse(
+            request,
+            "admin/billing/invoice/generate.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Generate invoices",
+                "form": form,
+                "opts": self.model._meta,
+            },
+        )
 
     def download_view(self, request, pk: int, fmt: str):
         if not self.has_view_permission(request):

@@ -1,5 +1,6 @@
 """The pipeline's admission step: a request is admitted whole or refused whole, before
 anything is flattened or stored. Each refusal names the limit and the plan's value."""
+
 from __future__ import annotations
 
 import math
@@ -44,32 +45,48 @@ class Admission:
     def check_size(self, principal: Principal, body_bytes: int) -> None:
         limits = self.limits(principal)
         if limits.max_request_bytes and body_bytes > limits.max_request_bytes:
-            raise LimitExceeded(Reason.TOO_LARGE, f"request body of {body_bytes} bytes exceeds the limit of "
-                              f"{limits.max_request_bytes} bytes of plan {limits.plan_name}; send smaller batches")
+            raise LimitExceeded(
+                Reason.TOO_LARGE,
+                f"request body of {body_bytes} bytes exceeds the limit of "
+                f"{limits.max_request_bytes} bytes of plan {limits.plan_name}; send smaller batches",
+            )
 
     def admit(self, principal: Principal, signal: Signal, *, items: int, body_bytes: int) -> None:
         """Rate limits and quotas for a decoded request (its size was checked before decoding)."""
         limits = self.limits(principal)
         if limits.stored_bytes and self._current_stored(principal.tenant_id) >= limits.stored_bytes:
-            raise LimitExceeded(Reason.QUOTA_EXHAUSTED, f"tenant {principal.tenant_slug} has reached the stored-data "
-                              f"cap of {limits.stored_bytes} bytes of plan {limits.plan_name}; "
-                              "delete data or move to a larger plan")
+            raise LimitExceeded(
+                Reason.QUOTA_EXHAUSTED,
+                f"tenant {principal.tenant_slug} has reached the stored-data "
+                f"cap of {limits.stored_bytes} bytes of plan {limits.plan_name}; "
+                "delete data or move to a larger plan",
+            )
         signal_limits = limits.for_signal(signal)
         key = f"{principal.tenant_id}:{signal}"
         if signal_limits.requests_per_second:
             allowed, wait = quotas.request_allowed(key, per_second=signal_limits.requests_per_second)
             if not allowed:
-                raise LimitExceeded(Reason.THROTTLED, f"too many {signal} requests: plan {limits.plan_name} allows "
-                                  f"{signal_limits.requests_per_second} per second", retry_after_seconds=wait)
+                raise LimitExceeded(
+                    Reason.THROTTLED,
+                    f"too many {signal} requests: plan {limits.plan_name} allows "
+                    f"{signal_limits.requests_per_second} per second",
+                    retry_after_seconds=wait,
+                )
         if signal_limits.items_per_second and items:
             if items > signal_limits.burst:
-                raise LimitExceeded(Reason.TOO_LARGE, f"request holds {items} {signal} items, more than plan "
-                                  f"{limits.plan_name} accepts at once ({signal_limits.burst}); split it")
+                raise LimitExceeded(
+                    Reason.TOO_LARGE,
+                    f"request holds {items} {signal} items, more than plan "
+                    f"{limits.plan_name} accepts at once ({signal_limits.burst}); split it",
+                )
             wait = quotas.take_items(key, rate=signal_limits.items_per_second, burst=signal_limits.burst, cost=items)
             if wait:
-                raise LimitExceeded(Reason.THROTTLED, f"{signal} rate limit: plan {limits.plan_name} allows "
-                                  f"{signal_limits.items_per_second} items per second; this request has {items}",
-                                  retry_after_seconds=max(1, math.ceil(wait)))
+                raise LimitExceeded(
+                    Reason.THROTTLED,
+                    f"{signal} rate limit: plan {limits.plan_name} allows "
+                    f"{signal_limits.items_per_second} items per second; this request has {items}",
+                    retry_after_seconds=max(1, math.ceil(wait)),
+                )
         self._daily(principal, signal, limits, items=items, body_bytes=body_bytes)
 
     def _daily(self, principal: Principal, signal: Signal, limits: TenantLimits, *, items: int, body_bytes: int):
@@ -83,11 +100,15 @@ class Admission:
             counters.append((f"{principal.tenant_id}:{signal}:bytes:{day}", body_bytes, signal_limits.bytes_per_day))
         over = quotas.add_daily(counters, ttl=2 * 86400) if counters else None
         if over is not None:
-            what, limit = ("items", signal_limits.items_per_day) if ":items:" in over else \
-                ("bytes", signal_limits.bytes_per_day)
-            raise LimitExceeded(Reason.DAILY_QUOTA, f"daily {signal} quota reached: plan {limits.plan_name} allows "
-                              f"{limit} {what} per day (UTC); it resets at midnight UTC",
-                              retry_after_seconds=_seconds_to_midnight(now))
+            what, limit = (
+                ("items", signal_limits.items_per_day) if ":items:" in over else ("bytes", signal_limits.bytes_per_day)
+            )
+            raise LimitExceeded(
+                Reason.DAILY_QUOTA,
+                f"daily {signal} quota reached: plan {limits.plan_name} allows "
+                f"{limit} {what} per day (UTC); it resets at midnight UTC",
+                retry_after_seconds=_seconds_to_midnight(now),
+            )
 
     def _current_stored(self, tenant_id: str) -> int:
         now = time.monotonic()

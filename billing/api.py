@@ -1,4 +1,5 @@
 """REST endpoints for usage (JSON or CSV) and invoices."""
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,10 @@ class InvoiceViewSet(viewsets.ReadOnlyModelViewSet):
                 queryset = queryset.filter(**{field: self.request.query_params[name]})
         return queryset
 
-    @extend_schema(parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "html"])],
-                   responses={(200, "text/csv"): OpenApiTypes.STR, (200, "text/html"): OpenApiTypes.STR})
+    @extend_schema(
+        parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "html"])],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "text/html"): OpenApiTypes.STR},
+    )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
         fmt = request.query_params.get("format", "csv")
@@ -112,4 +115,3 @@ def tenant_usage_response(request, tenant: Tenant):
         response["Content-Disposition"] = f'attachment; filename="usage-{tenant.slug}.csv"'
         return response
     return Response(data)
-

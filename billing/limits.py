@@ -1,4 +1,5 @@
 """A tenant's effective limits: its plan's, with the tenant's own overrides on top."""
+
 from __future__ import annotations
 
 import threading
@@ -65,8 +66,9 @@ def validate_overrides(overrides: Any) -> dict:
                 if name not in SIGNAL_FIELDS:
                     raise ValueError(f"unknown {key} limit {name!r}; use {list(SIGNAL_FIELDS)}")
                 if not _is_limit(number):
-                    raise ValueError(f"limit override {key}.{name} must be a whole number from 0 to {MAX_LIMIT}, "
-                                     f"got {number!r}")
+                    raise ValueError(
+                        f"limit override {key}.{name} must be a whole number from 0 to {MAX_LIMIT}, got {number!r}"
+                    )
         else:
             raise ValueError(f"unknown limit {key!r}; use {list(TENANT_FIELDS)} or a signal name")
     return overrides
@@ -76,10 +78,13 @@ def _plan_limits(plan_id: int) -> TenantLimits:
     from billing.models import Plan
 
     plan = Plan.objects.prefetch_related("signals").get(pk=plan_id)
-    signals = {Signal(row.signal): SignalLimits(**{name: getattr(row, name) for name in SIGNAL_FIELDS})
-               for row in plan.signals.all()}
-    return TenantLimits(plan_name=plan.name, max_request_bytes=plan.max_request_bytes,
-                        stored_bytes=plan.stored_bytes, signals=signals)
+    signals = {
+        Signal(row.signal): SignalLimits(**{name: getattr(row, name) for name in SIGNAL_FIELDS})
+        for row in plan.signals.all()
+    }
+    return TenantLimits(
+        plan_name=plan.name, max_request_bytes=plan.max_request_bytes, stored_bytes=plan.stored_bytes, signals=signals
+    )
 
 
 def apply_overrides(limits: TenantLimits, overrides: dict) -> TenantLimits:

@@ -1,4 +1,5 @@
 """Plans (limits and prices), tenants' subscriptions to them over time, and invoices."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -13,16 +14,22 @@ class Plan(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Limits for the whole tenant; 0 means no limit.
-    max_request_bytes = models.PositiveIntegerField(default=4 * 1024 * 1024,
-                                                    help_text="Largest request body accepted (bytes, compressed).")
+    max_request_bytes = models.PositiveIntegerField(
+        default=4 * 1024 * 1024, help_text="Largest request body accepted (bytes, compressed)."
+    )
     stored_bytes = models.PositiveBigIntegerField(default=0, help_text="Most bytes stored in ClickHouse; 0: no cap.")
     retention_days = models.PositiveSmallIntegerField(default=30)
     # Prices.
     currency = models.CharField(max_length=3, default="USD")
-    base_fee = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"),
-                                   help_text="Per month, pro-rated for part of a month.")
-    price_per_gb = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"),
-                                       help_text="Per GB (10^9 bytes) of accepted request bodies.")
+    base_fee = models.DecimalField(
+        max_digits=12, decimal_places=2, default=Decimal("0"), help_text="Per month, pro-rated for part of a month."
+    )
+    price_per_gb = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=Decimal("0"),
+        help_text="Per GB (10^9 bytes) of accepted request bodies.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -37,8 +44,9 @@ class PlanSignal(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="signals")
     signal = models.CharField(max_length=16, choices=[(s.value, s.value) for s in Signal])
     items_per_second = models.PositiveIntegerField(default=0)
-    burst_items = models.PositiveIntegerField(default=0, help_text="Items allowed at once above the steady rate; "
-                                                                   "0: one second's worth.")
+    burst_items = models.PositiveIntegerField(
+        default=0, help_text="Items allowed at once above the steady rate; 0: one second's worth."
+    )
     requests_per_second = models.PositiveIntegerField(default=0)
     items_per_day = models.PositiveBigIntegerField(default=0)
     bytes_per_day = models.PositiveBigIntegerField(default=0)

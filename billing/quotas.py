@@ -6,6 +6,7 @@ single-process embedded mode, Redis in production.
   take are one atomic step on the server's clock; a lock in the single embedded process);
 - items and bytes per UTC day: atomic increments, given back when a request is refused.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,14 @@ def take_items(key: str, *, rate: int, burst: int, cost: int) -> float:
 
 def request_allowed(key: str, *, per_second: int) -> tuple[bool, int]:
     """Count one request against `per_second` (django-ratelimit); (allowed, seconds to wait)."""
-    usage = get_usage(HttpRequest(), group="otlp-requests", key=lambda group, request: key,
-                      rate=f"{per_second}/s", method=ALL, increment=True)
+    usage = get_usage(
+        HttpRequest(),
+        group="otlp-requests",
+        key=lambda group, request: key,
+        rate=f"{per_second}/s",
+        method=ALL,
+        increment=True,
+    )
     if usage is None or not usage["should_limit"]:
         return True, 0
     return False, max(1, math.ceil(usage["time_left"]))

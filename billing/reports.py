@@ -1,5 +1,6 @@
 """What the console and the API show about a tenant's usage: daily volume per signal, accepted
 against rejected, and how much of today's quotas is used."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,8 +61,11 @@ def usage_charts(rows: list[UsageRow], *, until: date, days: int = CHART_DAYS) -
             a_height = round(accepted[day] / peak * CHART_HEIGHT)
             r_height = round(rejected[day] / peak * CHART_HEIGHT)
             bars.append(Bar(i * (BAR_WIDTH + 2), day, accepted[day], rejected[day], a_height, r_height))
-        charts.append(SignalChart(signal.value, bars, peak, sum(accepted.values()), sum(rejected.values()),
-                                  width=days * (BAR_WIDTH + 2)))
+        charts.append(
+            SignalChart(
+                signal.value, bars, peak, sum(accepted.values()), sum(rejected.values()), width=days * (BAR_WIDTH + 2)
+            )
+        )
     return charts
 
 

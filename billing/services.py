@@ -1,4 +1,5 @@
 """Services that change plans and subscriptions, audited like every other change."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -28,6 +29,12 @@ def change_plan(*, actor: Actor, tenant, plan: Plan | None, at: datetime | None 
     tenant.plan = plan
     tenant.save(update_fields=["plan", "retention_days", "updated_at"])
     after = {"plan": plan.slug if plan else None, "retention_days": tenant.retention_days}
-    audit.record(actor=actor, action="tenant.plan_changed", target_type="tenant", target_id=tenant.id,
-                 target_repr=tenant.slug, changes=audit.diff(before, after))
+    audit.record(
+        actor=actor,
+        action="tenant.plan_changed",
+        target_type="tenant",
+        target_id=tenant.id,
+        target_repr=tenant.slug,
+        changes=audit.diff(before, after),
+    )
     return tenant

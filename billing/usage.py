@@ -1,4 +1,5 @@
 """Selectors over the usage table (always through the tenant-scoped reader)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

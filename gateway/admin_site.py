@@ -1,4 +1,5 @@
 """The console: Django's admin site with a brute-force-limited login."""
+
 from __future__ import annotations
 
 from django.contrib import admin

@@ -1,6 +1,7 @@
 """System checks for configurations that run but cannot work as deployed.
 
 The deploy checks run with `manage.py check --deploy` (the migrations Job runs it first)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +32,13 @@ def clickhouse_cluster_check(app_configs, **kwargs):
     try:
         storage.store_from_settings()
     except ValueError:
-        return [Error(
-            "GATEWAY_CLICKHOUSE_CLUSTER is set but GATEWAY_CLICKHOUSE_URL is embedded chDB",
-            hint="point GATEWAY_CLICKHOUSE_URL at a server of the cluster (http(s)://...)", id="gateway.E002",
-        )]
+        return [
+            Error(
+                "GATEWAY_CLICKHOUSE_CLUSTER is set but GATEWAY_CLICKHOUSE_URL is embedded chDB",
+                hint="point GATEWAY_CLICKHOUSE_URL at a server of the cluster (http(s)://...)",
+                id="gateway.E002",
+            )
+        ]
     return []
 
 
@@ -42,27 +46,39 @@ def clickhouse_cluster_check(app_configs, **kwargs):
 def production_services_check(app_configs, **kwargs):
     problems = []
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        problems.append(Warning(
-            "the database is SQLite in the data directory: every replica would have its own",
-            hint="set DATABASE_URL=postgres://...", id="gateway.W001",
-        ))
+        problems.append(
+            Warning(
+                "the database is SQLite in the data directory: every replica would have its own",
+                hint="set DATABASE_URL=postgres://...",
+                id="gateway.W001",
+            )
+        )
     if settings.CACHES["default"]["BACKEND"].endswith("LocMemCache"):
-        problems.append(Warning(
-            "the cache is local memory: rate limits and quotas would count per process",
-            hint="set GATEWAY_CACHE_URL=redis://...", id="gateway.W002",
-        ))
+        problems.append(
+            Warning(
+                "the cache is local memory: rate limits and quotas would count per process",
+                hint="set GATEWAY_CACHE_URL=redis://...",
+                id="gateway.W002",
+            )
+        )
     if _embedded():
-        problems.append(Warning(
-            "ClickHouse is embedded chDB: only one process may write it",
-            hint="set GATEWAY_CLICKHOUSE_URL=https://user:password@host:8443/database", id="gateway.W003",
-        ))
+        problems.append(
+            Warning(
+                "ClickHouse is embedded chDB: only one process may write it",
+                hint="set GATEWAY_CLICKHOUSE_URL=https://user:password@host:8443/database",
+                id="gateway.W003",
+            )
+        )
     signing_key = getattr(settings, "GATEWAY_AUDIT_SIGNING_KEY_FILE", None)
     if signing_key and Path(signing_key).parent == Path(settings.DATA_DIR):
-        problems.append(Warning(
-            "the audit signing key is generated in the data directory: each replica would sign "
-            "exports with its own key",
-            hint="mount one Ed25519 key from a Secret and set GATEWAY_AUDIT_SIGNING_KEY_FILE", id="gateway.W004",
-        ))
+        problems.append(
+            Warning(
+                "the audit signing key is generated in the data directory: each replica would sign "
+                "exports with its own key",
+                hint="mount one Ed25519 key from a Secret and set GATEWAY_AUDIT_SIGNING_KEY_FILE",
+                id="gateway.W004",
+            )
+        )
     return problems
 
 
@@ -75,8 +91,12 @@ def tls_check(app_configs, **kwargs):
     try:
         TlsConfig.from_settings()
     except (ImproperlyConfigured, OSError) as exc:  # OSError/ssl.SSLError: unreadable or mismatched PEM
-        return [Error(f"TLS is misconfigured: {exc}",
-                      hint="GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE name a PEM certificate chain and its "
-                           "key; GATEWAY_TLS_CLIENT_CA_FILE the PEM CA(s) of client certificates",
-                      id="gateway.E003")]
+        return [
+            Error(
+                f"TLS is misconfigured: {exc}",
+                hint="GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE name a PEM certificate chain and its "
+                "key; GATEWAY_TLS_CLIENT_CA_FILE the PEM CA(s) of client certificates",
+                id="gateway.E003",
+            )
+        ]
     return []

@@ -8,6 +8,7 @@ and size limits, and only a complete request takes one of the application's thre
 idle and oversized clients cost a coroutine and a buffer, never a thread. docs/OPERATIONS.md
 says why this and not another worker.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -63,9 +64,16 @@ class EdgeServer:
     """Serves `app` (WSGI) on listening sockets. The application runs in `threads` threads;
     everything that waits on a client runs in the event loop."""
 
-    def __init__(self, app: Callable, *, limits: EdgeLimits, threads: int,
-                 ssl_context: ssl.SSLContext | None = None, multiprocess: bool = False,
-                 on_refused: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        app: Callable,
+        *,
+        limits: EdgeLimits,
+        threads: int,
+        ssl_context: ssl.SSLContext | None = None,
+        multiprocess: bool = False,
+        on_refused: Callable[[str], None] | None = None,
+    ):
         self.on_refused = on_refused or (lambda reason: None)
         self.app, self.limits, self.ssl_context = app, limits, ssl_context
         self.multiprocess = multiprocess
@@ -79,8 +87,7 @@ class EdgeServer:
     async def start(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             sock.setblocking(False)
-            server = await asyncio.start_server(
-                self._on_connection, sock=sock, limit=_READ_SIZE, backlog=2048)
+            server = await asyncio.start_server(self._on_connection, sock=sock, limit=_READ_SIZE, backlog=2048)
             self._servers.append(server)
 
     async def shutdown(self, grace: float) -> None:
@@ -104,8 +111,11 @@ class EdgeServer:
         if self.open_connections >= self.limits.max_connections or self.closing:
             self.on_refused("too_many_connections")
             self._tasks.discard(task)
-            writer.write(_plain_reply(503, "the gateway has too many open connections; retry in a second\n",
-                                      [("Retry-After", "1")]))
+            writer.write(
+                _plain_reply(
+                    503, "the gateway has too many open connections; retry in a second\n", [("Retry-After", "1")]
+                )
+            )
             try:
                 await self._linger(reader, seconds=1.0)  # so the reply is read, not reset
             finally:
@@ -154,8 +164,11 @@ class EdgeServer:
                 return
             except h11.RemoteProtocolError as exc:
                 self.on_refused("malformed")
-                await self._refuse(connection, writer, _Refused(exc.error_status_hint or 400,
-                                                                f"malformed HTTP request: {exc}", reason="malformed"))
+                await self._refuse(
+                    connection,
+                    writer,
+                    _Refused(exc.error_status_hint or 400, f"malformed HTTP request: {exc}", reason="malformed"),
+                )
                 return
             environ = self._environ(request, body, too_large, peer, local, peer_der)
             try:
@@ -165,8 +178,9 @@ class EdgeServer:
             except Exception:
                 log.exception("the application failed on %s %s", request.method, request.target[:200])
                 self.on_refused("internal")
-                await self._refuse(connection, writer, _Refused(500, "internal error; it has been logged",
-                                                                reason="internal"))
+                await self._refuse(
+                    connection, writer, _Refused(500, "internal error; it has been logged", reason="internal")
+                )
                 return
             try:
                 await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
@@ -180,8 +194,9 @@ class EdgeServer:
             connection.start_next_cycle()
         return
 
-    async def _next_event(self, connection: h11.Connection, reader: asyncio.StreamReader, deadline: float,
-                          expect: int = 0):
+    async def _next_event(
+        self, connection: h11.Connection, reader: asyncio.StreamReader, deadline: float, expect: int = 0
+    ):
         """The next h11 event, reading as needed until `deadline`. `expect`: body bytes known to
         be on their way (Content-Length), read in one wait: each wake-up of this coroutine
         waits for the GIL, and a body read 64 KiB at a time paid that a few times over."""
@@ -225,14 +240,20 @@ class EdgeServer:
             try:
                 event = await self._next_event(connection, reader, loop.time() + self.limits.header_timeout)
             except TimeoutError:
-                raise _Refused(408, f"request head not received within {self.limits.header_timeout:g}s",
-                           reason="head_timeout") from None
+                raise _Refused(
+                    408, f"request head not received within {self.limits.header_timeout:g}s", reason="head_timeout"
+                ) from None
         if isinstance(event, h11.ConnectionClosed):
             return None
         return event
 
-    async def _read_body(self, connection: h11.Connection, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter, request: h11.Request) -> tuple[bytes, bool]:
+    async def _read_body(
+        self,
+        connection: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
+    ) -> tuple[bytes, bool]:
         """The whole body, or (b"", True) once it grows past the limit."""
         limit = self.limits.max_body_bytes
         path = request.target.split(b"?", 1)[0]
@@ -254,8 +275,9 @@ class EdgeServer:
                 # still to come is the declared length less what it has handed over.
                 event = await self._next_event(connection, reader, deadline, expect=declared_length - size)
             except TimeoutError:
-                raise _Refused(408, f"request body not received within {self.limits.body_timeout:g}s",
-                               reason="body_timeout") from None
+                raise _Refused(
+                    408, f"request body not received within {self.limits.body_timeout:g}s", reason="body_timeout"
+                ) from None
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > limit:
@@ -308,8 +330,9 @@ class EdgeServer:
         return environ
 
     # --- in an application thread -------------------------------------------------------------
-    def _call_app(self, environ: dict, connection: h11.Connection, writer: asyncio.StreamWriter,
-                  loop: asyncio.AbstractEventLoop) -> None:
+    def _call_app(
+        self, environ: dict, connection: h11.Connection, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop
+    ) -> None:
         head: list = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
@@ -326,9 +349,13 @@ class EdgeServer:
             events: list = []
             if head and head[0] is not True:
                 status, headers = head
-                events.append(h11.Response(status_code=int(status.split(" ", 1)[0]),
-                                           headers=_reply_headers(headers, closing=self.closing),
-                                           reason=status.split(" ", 1)[1].encode("latin-1") if " " in status else b""))
+                events.append(
+                    h11.Response(
+                        status_code=int(status.split(" ", 1)[0]),
+                        headers=_reply_headers(headers, closing=self.closing),
+                        reason=status.split(" ", 1)[1].encode("latin-1") if " " in status else b"",
+                    )
+                )
                 head[0] = True
             events += [h11.Data(data=bytes(part)) for part in pending if part]
             if final:
@@ -342,7 +369,8 @@ class EdgeServer:
                 loop.call_soon_threadsafe(self._write_now, connection, writer, events)
             else:  # a large reply: wait for the client, part by part
                 asyncio.run_coroutine_threadsafe(self._send(connection, writer, events), loop).result(
-                    self.limits.write_timeout + 5)
+                    self.limits.write_timeout + 5
+                )
 
         result = self.app(environ, start_response)
         try:
@@ -399,11 +427,23 @@ class EdgeServer:
             return
         body = refused.message.encode() + b"\n"
         try:
-            await self._send(connection, writer, [
-                h11.Response(status_code=refused.status, headers=[
-                    ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-                    ("Connection", "close"), *refused.headers]),
-                h11.Data(data=body), h11.EndOfMessage()])
+            await self._send(
+                connection,
+                writer,
+                [
+                    h11.Response(
+                        status_code=refused.status,
+                        headers=[
+                            ("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body))),
+                            ("Connection", "close"),
+                            *refused.headers,
+                        ],
+                    ),
+                    h11.Data(data=body),
+                    h11.EndOfMessage(),
+                ],
+            )
         except (h11.LocalProtocolError, TimeoutError, ConnectionError):
             pass
 
@@ -505,8 +545,13 @@ def _reply_headers(headers: list[tuple[str, str]], *, closing: bool) -> list[tup
 def _plain_reply(status: int, message: str, headers: list[tuple[str, str]]) -> bytes:
     """A reply written without h11, to a connection refused before its request is read."""
     body = message.encode()
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: text/plain; charset=utf-8",
-             f"Content-Length: {len(body)}", "Connection: close", *(f"{name}: {value}" for name, value in headers)]
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -526,13 +571,19 @@ def limits_from_settings() -> EdgeLimits:
 class ServerThread:
     """An EdgeServer on its own event loop in a background thread (tests and tools)."""
 
-    def __init__(self, app: Callable, *, limits: EdgeLimits, threads: int = 8,
-                 ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1",
-                 on_refused: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        app: Callable,
+        *,
+        limits: EdgeLimits,
+        threads: int = 8,
+        ssl_context: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+        on_refused: Callable[[str], None] | None = None,
+    ):
         self.sock = socket.create_server((host, 0))
         self.port = self.sock.getsockname()[1]
-        self.server = EdgeServer(app, limits=limits, threads=threads, ssl_context=ssl_context,
-                                 on_refused=on_refused)
+        self.server = EdgeServer(app, limits=limits, threads=threads, ssl_context=ssl_context, on_refused=on_refused)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="edge-loop", daemon=True)
 
@@ -565,8 +616,14 @@ class EdgeWorker(_GunicornWorker):  # type: ignore[misc,valid-type]
             context.set_alpn_protocols(["http/1.1"])
         from gateway.metrics import edge_refused
 
-        server = EdgeServer(self.wsgi, limits=limits_from_settings(), threads=self.cfg.threads,
-                            ssl_context=context, multiprocess=self.cfg.workers > 1, on_refused=edge_refused)
+        server = EdgeServer(
+            self.wsgi,
+            limits=limits_from_settings(),
+            threads=self.cfg.threads,
+            ssl_context=context,
+            multiprocess=self.cfg.workers > 1,
+            on_refused=edge_refused,
+        )
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:

@@ -1,4 +1,5 @@
 """/healthz: the process answers. /readyz: the database, the cache and ClickHouse answer too."""
+
 from __future__ import annotations
 
 import os

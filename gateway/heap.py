@@ -1,4 +1,5 @@
 """The collector's view of a long-lived process's start-up heap. Imports nothing."""
+
 from __future__ import annotations
 
 import gc

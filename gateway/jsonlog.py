@@ -1,4 +1,5 @@
 """Structured logs: one JSON object per line, for log collectors (GATEWAY_LOG_FORMAT=json)."""
+
 from __future__ import annotations
 
 import json

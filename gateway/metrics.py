@@ -6,6 +6,7 @@ Both transports count each request once, through gateway.otlp.export (`record_ex
 PROMETHEUS_MULTIPROC_DIR (an empty, writable directory per pod) so that a scrape sums every
 worker; without it each scrape sees the one worker that answered it.
 """
+
 from __future__ import annotations
 
 import enum
@@ -65,44 +66,66 @@ class GatewayMetrics:
             "otlp_gateway_items",
             "Spans, metric data points and log records in decoded requests: outcome 'accepted' "
             "(stored) or 'rejected' (refused inside a partially successful request).",
-            labels, registry=registry,
+            labels,
+            registry=registry,
         )
         self.received_bytes = Counter(
-            "otlp_gateway_received_bytes", "Request body bytes as received (before decompression).",
-            labels, registry=registry,
+            "otlp_gateway_received_bytes",
+            "Request body bytes as received (before decompression).",
+            labels,
+            registry=registry,
         )
         self.duration = Histogram(
             "otlp_gateway_request_duration_seconds",
             "Time from receiving an export request to its reply, including the wait for storage.",
-            ("signal", "transport", "outcome"), buckets=LATENCY_BUCKETS, registry=registry,
+            ("signal", "transport", "outcome"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.batcher_queue_depth = Gauge(
-            "otlp_gateway_batcher_queue_depth", "Requests waiting for the storage writer.",
-            registry=registry, multiprocess_mode="livesum",
+            "otlp_gateway_batcher_queue_depth",
+            "Requests waiting for the storage writer.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.batcher_flush_duration = Histogram(
             "otlp_gateway_batcher_flush_duration_seconds",
             "Time to store one group of requests (every INSERT of the group).",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.insert_duration = Histogram(
-            "otlp_gateway_clickhouse_insert_duration_seconds", "Time of one INSERT into ClickHouse.",
-            ("table", "result"), buckets=LATENCY_BUCKETS, registry=registry,
+            "otlp_gateway_clickhouse_insert_duration_seconds",
+            "Time of one INSERT into ClickHouse.",
+            ("table", "result"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.http_refused = Counter(
             "otlp_gateway_http_refused",
             "HTTP connections and requests the edge refused before the application saw them, by reason "
             "(too_many_connections, tls_handshake, head_timeout, body_timeout, malformed, too_large, internal).",
-            ("reason",), registry=registry,
+            ("reason",),
+            registry=registry,
         )
         self.inserted_rows = Counter(
-            "otlp_gateway_clickhouse_rows", "Rows sent to ClickHouse, by table and result (stored or failed).",
-            ("table", "result"), registry=registry,
+            "otlp_gateway_clickhouse_rows",
+            "Rows sent to ClickHouse, by table and result (stored or failed).",
+            ("table", "result"),
+            registry=registry,
         )
 
     def record_export(
-        self, *, transport: Transport, signal: Signal, outcome: str, seconds: float, body_bytes: int,
-        accepted: int, rejected: int, tenant: str,
+        self,
+        *,
+        transport: Transport,
+        signal: Signal,
+        outcome: str,
+        seconds: float,
+        body_bytes: int,
+        accepted: int,
+        rejected: int,
+        tenant: str,
     ) -> None:
         labels = (signal.value, transport.value, outcome) + ((tenant,) if self.tenant_label else ())
         self.requests.labels(*labels).inc()
@@ -175,11 +198,10 @@ def exposition_registry() -> CollectorRegistry:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     token = settings.GATEWAY_METRICS_TOKEN
-    if token and not hmac.compare_digest(
-        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
-    ):
-        response = HttpResponse("metrics need 'Authorization: Bearer <GATEWAY_METRICS_TOKEN>'\n", status=401,
-                                content_type="text/plain")
+    if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+        response = HttpResponse(
+            "metrics need 'Authorization: Bearer <GATEWAY_METRICS_TOKEN>'\n", status=401, content_type="text/plain"
+        )
         response["WWW-Authenticate"] = "Bearer"
         return response
     return HttpResponse(generate_latest(exposition_registry()), content_type=CONTENT_TYPE_LATEST)

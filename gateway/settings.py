@@ -4,6 +4,7 @@ Embedded defaults: SQLite and chDB under GATEWAY_DATA_DIR, a local-memory cache.
 Production sets DATABASE_URL (PostgreSQL), GATEWAY_CACHE_URL (Redis) and
 GATEWAY_CLICKHOUSE_URL (http(s)://user:pass@host:8123/db).
 """
+
 from __future__ import annotations
 
 import os
@@ -245,10 +246,12 @@ GATEWAY_FUTURE_GRACE_SECONDS = env_int("GATEWAY_FUTURE_GRACE_SECONDS", 600)
 # CORS for browser exporters on /v1/*: origins that may send at all (comma-separated; exact,
 # https://*.example.com, or *), headers they may send besides Content-Type, Authorization and
 # X-Api-Key, and how long a browser may cache a preflight. Each tenant also lists its own origins.
-GATEWAY_CORS_ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("GATEWAY_CORS_ALLOWED_ORIGINS", "").split(",")
-                                if o.strip()]
-GATEWAY_CORS_ALLOWED_HEADERS = [h.strip() for h in os.environ.get("GATEWAY_CORS_ALLOWED_HEADERS", "").split(",")
-                                if h.strip()]
+GATEWAY_CORS_ALLOWED_ORIGINS = [
+    o.strip() for o in os.environ.get("GATEWAY_CORS_ALLOWED_ORIGINS", "").split(",") if o.strip()
+]
+GATEWAY_CORS_ALLOWED_HEADERS = [
+    h.strip() for h in os.environ.get("GATEWAY_CORS_ALLOWED_HEADERS", "").split(",") if h.strip()
+]
 GATEWAY_CORS_MAX_AGE_SECONDS = env_int("GATEWAY_CORS_MAX_AGE_SECONDS", 7200)
 # Seconds an exporter is told to wait when storage is unavailable.
 GATEWAY_RETRY_AFTER_SECONDS = env_int("GATEWAY_RETRY_AFTER_SECONDS", 5)
@@ -261,9 +264,7 @@ GATEWAY_TLS_CLIENT_CA_FILE = os.environ.get("GATEWAY_TLS_CLIENT_CA_FILE", "")
 GATEWAY_TLS_CLIENT_AUTH = os.environ.get("GATEWAY_TLS_CLIENT_AUTH", "") or "optional"
 
 # --- Storage ---------------------------------------------------------------------------------
-GATEWAY_CLICKHOUSE_URL = os.environ.get(
-    "GATEWAY_CLICKHOUSE_URL", f"chdb://{DATA_DIR / 'clickhouse'}"
-)
+GATEWAY_CLICKHOUSE_URL = os.environ.get("GATEWAY_CLICKHOUSE_URL", f"chdb://{DATA_DIR / 'clickhouse'}")
 # Batcher (storage.batcher): most rows in one INSERT; how long an INSERT waits for the rows of
 # requests being prepared (LINGER) and for requests yet to arrive (WAIT); and how long a
 # request waits for its rows to be stored before it is answered 503.

@@ -4,6 +4,7 @@ DJANGO_SETTINGS_MODULE. Every knob of gateway.settings still applies; what else 
 deployment needs (PostgreSQL, Redis, a ClickHouse server, a shared audit signing key) is
 checked by `manage.py check --deploy` (gateway/checks.py).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """TLS for both OTLP transports and the console: the configuration read from the settings, the
 server credentials for grpcio and gunicorn, and the client certificate's SHA-256 fingerprint as
 each transport exposes it (the tenant it belongs to is looked up in tenants.authentication)."""
+
 from __future__ import annotations
 
 import enum
@@ -39,18 +40,23 @@ class TlsConfig:
         client_ca = settings.GATEWAY_TLS_CLIENT_CA_FILE
         if not cert and not key:
             if client_ca:
-                raise ImproperlyConfigured("GATEWAY_TLS_CLIENT_CA_FILE needs TLS: set GATEWAY_TLS_CERT_FILE "
-                                           "and GATEWAY_TLS_KEY_FILE too")
+                raise ImproperlyConfigured(
+                    "GATEWAY_TLS_CLIENT_CA_FILE needs TLS: set GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE too"
+                )
             return None
         if not cert or not key:
             raise ImproperlyConfigured("TLS needs both GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE")
         try:
             client_auth = ClientAuth(settings.GATEWAY_TLS_CLIENT_AUTH)
         except ValueError:
-            raise ImproperlyConfigured(f"GATEWAY_TLS_CLIENT_AUTH must be optional or required, "
-                                       f"got {settings.GATEWAY_TLS_CLIENT_AUTH!r}") from None
-        for variable, path in (("GATEWAY_TLS_CERT_FILE", cert), ("GATEWAY_TLS_KEY_FILE", key),
-                               ("GATEWAY_TLS_CLIENT_CA_FILE", client_ca)):
+            raise ImproperlyConfigured(
+                f"GATEWAY_TLS_CLIENT_AUTH must be optional or required, got {settings.GATEWAY_TLS_CLIENT_AUTH!r}"
+            ) from None
+        for variable, path in (
+            ("GATEWAY_TLS_CERT_FILE", cert),
+            ("GATEWAY_TLS_KEY_FILE", key),
+            ("GATEWAY_TLS_CLIENT_CA_FILE", client_ca),
+        ):
             if path and not Path(path).is_file():
                 raise ImproperlyConfigured(f"{variable} names {path}, which is not a readable file")
         config = cls(cert_file=cert, key_file=key, client_ca_file=client_ca, client_auth=client_auth)
@@ -62,8 +68,7 @@ class TlsConfig:
         context.load_cert_chain(self.cert_file, self.key_file)
         if self.mutual:
             context.load_verify_locations(cafile=self.client_ca_file)
-            context.verify_mode = (ssl.CERT_REQUIRED if self.client_auth is ClientAuth.REQUIRED
-                                   else ssl.CERT_OPTIONAL)
+            context.verify_mode = ssl.CERT_REQUIRED if self.client_auth is ClientAuth.REQUIRED else ssl.CERT_OPTIONAL
         return context
 
     def grpc_server_credentials(self) -> grpc.ServerCredentials:
@@ -87,7 +92,8 @@ class TlsConfig:
         if not self.mutual:
             return "TLS"
         return f"TLS, client certificates {self.client_auth.value}" + (
-            " (HTTP; OTLP/gRPC takes API keys)" if self.client_auth is ClientAuth.OPTIONAL else "")
+            " (HTTP; OTLP/gRPC takes API keys)" if self.client_auth is ClientAuth.OPTIONAL else ""
+        )
 
 
 def certificate_sha256(der: bytes) -> str:

@@ -1,4 +1,5 @@
 """WSGI entry point: OTLP/HTTP receivers and the console, served by gunicorn."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -5,6 +5,7 @@ console, the API, health checks, billing and commands). It is built lazily, once
 from the settings, and connects on first use: in the embedded mode only one process may open
 the chDB directory, so nothing here opens it at import or in a parent that forks.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,9 @@ def store_from_settings() -> Store:
     from storage.host import available_cpus
 
     merge_threads = settings.GATEWAY_CHDB_MERGE_THREADS or max(1, available_cpus() // 2)
-    return Store(settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER,
-                 merge_threads=merge_threads)
+    return Store(
+        settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER, merge_threads=merge_threads
+    )
 
 
 def get_store() -> Store:

@@ -17,6 +17,7 @@ How long an INSERT waits for more:
   server fed by many gateway processes, each seeing few requests, this trades latency for
   fewer, larger INSERTs (fewer parts for the server to merge).
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,7 +90,12 @@ class BatcherObserver:
 
 class Batcher:
     def __init__(
-        self, store: Store, *, max_rows: int = 50_000, linger_seconds: float = 0.002, wait_seconds: float = 0.0,
+        self,
+        store: Store,
+        *,
+        max_rows: int = 50_000,
+        linger_seconds: float = 0.002,
+        wait_seconds: float = 0.0,
         observer: BatcherObserver | None = None,
     ):
         self.store = store
@@ -163,8 +169,9 @@ class Batcher:
         with self.expecting() as expectation:
             self.write_encoded(self.encode(batches), timeout=timeout, expectation=expectation)
 
-    def write_encoded(self, blocks: list[EncodedBlock], *, timeout: float,
-                      expectation: Expectation | None = None) -> None:
+    def write_encoded(
+        self, blocks: list[EncodedBlock], *, timeout: float, expectation: Expectation | None = None
+    ) -> None:
         """`write` for rows already encoded (`encode`, or gateway.otlp.prepare in a worker
         process): returns only once they are in ClickHouse. Raises StorageError.
         `expectation`: the one these rows fulfil, if any."""
@@ -207,15 +214,21 @@ class Batcher:
         started = time.perf_counter()
         try:
             return [
-                EncodedBlock(batch.table, tuple(batch.column_names), batch.rows,
-                       self.store.encode(batch.table, batch.column_names, batch.columns))
+                EncodedBlock(
+                    batch.table,
+                    tuple(batch.column_names),
+                    batch.rows,
+                    self.store.encode(batch.table, batch.column_names, batch.columns),
+                )
                 for batch in batches
             ]
         except StorageError:
             # (Cannot reach ClickHouse for the column types, or rows it could not take.) Counted
             # as rows that failed to store, as a refused INSERT of them would be.
             for batch in batches:
-                self.observer.inserted(table=batch.table, rows=batch.rows, seconds=time.perf_counter() - started, ok=False)
+                self.observer.inserted(
+                    table=batch.table, rows=batch.rows, seconds=time.perf_counter() - started, ok=False
+                )
             raise
 
     def _run(self) -> None:

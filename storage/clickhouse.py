@@ -1,6 +1,7 @@
 """The one connection to ClickHouse (chDB embedded, or a server over HTTP), through
 clickhouse-connect. Reads of telemetry tables are refused here unless tenant-scoped
 (see storage.reader); the only other way is named `dangerously_query_unscoped`."""
+
 from __future__ import annotations
 
 import logging
@@ -51,16 +52,18 @@ class RowsRejected(StorageError):
 
 
 # ClickHouse error codes that are about the rows sent, not the server's state.
-_ROW_ERROR_CODES = frozenset({
-    6,    # CANNOT_PARSE_TEXT
-    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    33,   # CANNOT_READ_ALL_DATA
-    53,   # TYPE_MISMATCH
-    70,   # CANNOT_CONVERT_TYPE
-    117,  # INCORRECT_DATA
-    131,  # TOO_LARGE_STRING_SIZE
-    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
-})
+_ROW_ERROR_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        33,  # CANNOT_READ_ALL_DATA
+        53,  # TYPE_MISMATCH
+        70,  # CANNOT_CONVERT_TYPE
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    }
+)
 _CODE_RE = re.compile(r"\bCode: (\d+)")
 
 
@@ -88,12 +91,15 @@ def describe_url(url: str) -> str:
     return url
 
 
-def encode_native(table: str, column_names: Sequence[str], types: Sequence, server_tz, columns: Sequence[list]) -> bytes:
+def encode_native(
+    table: str, column_names: Sequence[str], types: Sequence, server_tz, columns: Sequence[list]
+) -> bytes:
     """Columns as a ClickHouse Native block (clickhouse-connect's own encoder), given the
     columns' types. Raises RowsRejected for rows the types cannot hold."""
     try:
-        context = InsertContext(table, list(column_names), list(types), data=columns, column_oriented=True,
-                                server_tz=server_tz)
+        context = InsertContext(
+            table, list(column_names), list(types), data=columns, column_oriented=True, server_tz=server_tz
+        )
         chunks = list(NativeTransform.build_insert(context))
     except Exception as exc:
         raise RowsRejected(f"rows for {table} cannot be encoded: {exc}") from exc
@@ -102,7 +108,7 @@ def encode_native(table: str, column_names: Sequence[str], types: Sequence, serv
         raise RowsRejected(f"rows for {table} cannot be encoded: {exc}") from exc
     if chunks:
         # The first chunk starts with the INSERT statement line an HTTP request body carries.
-        chunks[0] = chunks[0][chunks[0].index(b"\n") + 1:]
+        chunks[0] = chunks[0][chunks[0].index(b"\n") + 1 :]
     return b"".join(chunks)
 
 
@@ -153,7 +159,9 @@ class Store:
                     try:
                         self._client = clickhouse_connect.get_client(dsn=self.url, **kwargs)
                     except Exception as exc:  # the driver raises several kinds for "cannot connect"
-                        raise StorageUnavailable(f"cannot connect to ClickHouse at {describe_url(self.url)}: {exc}") from exc
+                        raise StorageUnavailable(
+                            f"cannot connect to ClickHouse at {describe_url(self.url)}: {exc}"
+                        ) from exc
         return self._client
 
     def close(self) -> None:
@@ -213,14 +221,14 @@ class Store:
             if compression:
                 compressor = get_compressor(compression)
                 data = compressor.compress_block(data) + (compressor.flush() or b"")
-            client.raw_insert(table, list(column_names), data, settings=self._insert_settings, fmt="Native",
-                              compression=compression)
+            client.raw_insert(
+                table, list(column_names), data, settings=self._insert_settings, fmt="Native", compression=compression
+            )
         except StorageError:
             raise
         except Exception as exc:
             self._type_names.pop(table, None)  # read them afresh next time
             raise insert_error(table, exc) from exc
-
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None):
         """Reads that touch no tenant telemetry (schema, migrations, health)."""

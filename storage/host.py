@@ -1,5 +1,6 @@
 """What the host lets this process use, which the embedded engine (merge threads) and the
 serving processes (workers, prepare processes) size themselves by."""
+
 from __future__ import annotations
 
 import math

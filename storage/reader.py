@@ -4,6 +4,7 @@ The tenant id is bound as a server-side parameter `{tenant_id:String}` that the 
 and ClickHouse's `additional_table_filters` adds `TenantId = <tenant>` to every telemetry table
 the query touches, so a query that forgets a filter still sees only this tenant's rows.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -35,9 +36,7 @@ class TenantReader:
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None):
         if TENANT_PARAMETER not in sql:
-            raise UnscopedQueryError(
-                f"tenant-scoped queries must filter on TenantId = {TENANT_PARAMETER}"
-            )
+            raise UnscopedQueryError(f"tenant-scoped queries must filter on TenantId = {TENANT_PARAMETER}")
         params = dict(parameters or {})
         if "tenant_id" in params:
             raise UnscopedQueryError("the tenant_id parameter is bound by TenantReader, not the caller")
@@ -55,8 +54,10 @@ class TenantReader:
 
     def _open(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {key: self._decrypt(key, item) if isinstance(item, str) and item.startswith(ENCRYPTED_PREFIX)
-                    else item for key, item in value.items()}
+            return {
+                key: self._decrypt(key, item) if isinstance(item, str) and item.startswith(ENCRYPTED_PREFIX) else item
+                for key, item in value.items()
+            }
         if isinstance(value, list) and value and isinstance(value[0], dict):
             return [self._open(item) for item in value]
         return value

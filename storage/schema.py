@@ -5,6 +5,7 @@ Each table is defined once (`Table`); a `Layout` renders it for one server (plai
 for a cluster (ReplicatedMergeTree `<name>_local` tables ON CLUSTER, plus a Distributed table
 under the table's own name, sharded by tenant, so inserts and reads use the same names in both).
 """
+
 from __future__ import annotations
 
 import re
@@ -186,7 +187,8 @@ _TRACES = Table(
     INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_duration Duration TYPE minmax GRANULARITY 1
-""")
+""",
+)
 
 _LOGS = Table(
     name=LOGS_TABLE,
@@ -215,7 +217,8 @@ _LOGS = Table(
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_log_attr_key mapKeys(LogAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_body Body TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
-""")
+""",
+)
 
 _METRIC_COMMON = f"""
     TenantId LowCardinality(String) CODEC(ZSTD(1)),
@@ -259,17 +262,25 @@ def _metric_table(name: str, specific: str, exemplars: bool = True) -> Table:
     )
 
 
-_GAUGE = _metric_table(GAUGE_TABLE, """
+_GAUGE = _metric_table(
+    GAUGE_TABLE,
+    """
     Value Float64 CODEC(ZSTD(1)),
-    Flags UInt32 CODEC(ZSTD(1)),""")
+    Flags UInt32 CODEC(ZSTD(1)),""",
+)
 
-_SUM = _metric_table(SUM_TABLE, """
+_SUM = _metric_table(
+    SUM_TABLE,
+    """
     Value Float64 CODEC(ZSTD(1)),
     Flags UInt32 CODEC(ZSTD(1)),
     AggregationTemporality Int32 CODEC(ZSTD(1)),
-    IsMonotonic Bool CODEC(Delta, ZSTD(1)),""")
+    IsMonotonic Bool CODEC(Delta, ZSTD(1)),""",
+)
 
-_HISTOGRAM = _metric_table(HISTOGRAM_TABLE, """
+_HISTOGRAM = _metric_table(
+    HISTOGRAM_TABLE,
+    """
     Count UInt64 CODEC(Delta, ZSTD(1)),
     Sum Float64 CODEC(ZSTD(1)),
     BucketCounts Array(UInt64) CODEC(ZSTD(1)),
@@ -277,9 +288,12 @@ _HISTOGRAM = _metric_table(HISTOGRAM_TABLE, """
     Flags UInt32 CODEC(ZSTD(1)),
     Min Float64 CODEC(ZSTD(1)),
     Max Float64 CODEC(ZSTD(1)),
-    AggregationTemporality Int32 CODEC(ZSTD(1)),""")
+    AggregationTemporality Int32 CODEC(ZSTD(1)),""",
+)
 
-_EXP_HISTOGRAM = _metric_table(EXP_HISTOGRAM_TABLE, """
+_EXP_HISTOGRAM = _metric_table(
+    EXP_HISTOGRAM_TABLE,
+    """
     Count UInt64 CODEC(Delta, ZSTD(1)),
     Sum Float64 CODEC(ZSTD(1)),
     Scale Int32 CODEC(ZSTD(1)),
@@ -291,16 +305,21 @@ _EXP_HISTOGRAM = _metric_table(EXP_HISTOGRAM_TABLE, """
     Flags UInt32 CODEC(ZSTD(1)),
     Min Float64 CODEC(ZSTD(1)),
     Max Float64 CODEC(ZSTD(1)),
-    AggregationTemporality Int32 CODEC(ZSTD(1)),""")
+    AggregationTemporality Int32 CODEC(ZSTD(1)),""",
+)
 
-_SUMMARY = _metric_table(SUMMARY_TABLE, """
+_SUMMARY = _metric_table(
+    SUMMARY_TABLE,
+    """
     Count UInt64 CODEC(Delta, ZSTD(1)),
     Sum Float64 CODEC(ZSTD(1)),
     ValueAtQuantiles Nested(
         Quantile Float64,
         Value Float64
     ) CODEC(ZSTD(1)),
-    Flags UInt32 CODEC(ZSTD(1)),""", exemplars=False)
+    Flags UInt32 CODEC(ZSTD(1)),""",
+    exemplars=False,
+)
 
 # One row per tenant, signal, hour and outcome; rows with the same key are summed on merge,
 # so readers always aggregate with sum().

@@ -1,4 +1,5 @@
 """Removing a tenant's stored telemetry: every partition of every telemetry table."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """The console's pages for tenants, API keys, API tokens and the audit log. Every change goes
 through tenants.services, so it is validated and audited the same way as from the API."""
+
 from __future__ import annotations
 
 from django import forms
@@ -51,14 +52,27 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ("status", "plan")
     search_fields = ("name", "slug", "id")
     readonly_fields = ("id", "status", "created_at", "updated_at")
-    fields = ("name", "slug", "plan", "retention_days", "limit_overrides", "sensitive_attribute_keys",
-              "allowed_origins", "require_client_certificate", *readonly_fields)
+    fields = (
+        "name",
+        "slug",
+        "plan",
+        "retention_days",
+        "limit_overrides",
+        "sensitive_attribute_keys",
+        "allowed_origins",
+        "require_client_certificate",
+        *readonly_fields,
+    )
     actions = ["suspend_tenants", "activate_tenants"]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         tenant = self.get_object(request, object_id)
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}),
-                                                                  **(_usage_context(request, tenant) if tenant else {})})
+        return super().change_view(
+            request,
+            object_id,
+            form_url,
+            {**(extra_context or {}), **(_usage_context(request, tenant) if tenant else {})},
+        )
 
     def save_model(self, request, obj, form, change):
         values = {field: form.cleaned_data[field] for field in form.changed_data}
@@ -99,10 +113,14 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 class ApiKeyCreateForm(forms.ModelForm):
-    scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple,
-                                       initial=services.ALL_SCOPES)
-    expires_at = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-                                     help_text="Optional. After this time the key stops working.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=services.ALL_SCOPES
+    )
+    expires_at = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Optional. After this time the key stops working.",
+    )
 
     class Meta:
         model = ApiKey
@@ -120,8 +138,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("prefix", "name", "tenant__slug", "tenant__name")
     list_select_related = ("tenant",)
     actions = ["revoke_keys", "rotate_keys"]
-    readonly_fields = ("tenant", "name", "prefix", "scopes", "state", "expires_at", "last_used_at", "created_at",
-                       "revoked_at", "rotated_at", "grace_until", "replaced_by")
+    readonly_fields = (
+        "tenant",
+        "name",
+        "prefix",
+        "scopes",
+        "state",
+        "expires_at",
+        "last_used_at",
+        "created_at",
+        "revoked_at",
+        "rotated_at",
+        "grace_until",
+        "replaced_by",
+    )
 
     @admin.display(description="scopes")
     def scope_list(self, obj: ApiKey) -> str:
@@ -148,17 +178,27 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         try:
-            issued = services.issue_key(actor=_actor(request), tenant=data["tenant"], name=data["name"],
-                                        scopes=data["scopes"], expires_at=data.get("expires_at"))
+            issued = services.issue_key(
+                actor=_actor(request),
+                tenant=data["tenant"],
+                name=data["name"],
+                scopes=data["scopes"],
+                expires_at=data.get("expires_at"),
+            )
         except ValueError as exc:
             raise PermissionDenied(str(exc)) from exc
-        request._issued_secrets = [(f"{issued.api_key.prefix}… ({issued.api_key.name}) of {data['tenant'].slug}",
-                                    issued.secret)]
+        request._issued_secrets = [
+            (f"{issued.api_key.prefix}… ({issued.api_key.name}) of {data['tenant'].slug}", issued.secret)
+        ]
         _adopt(obj, issued.api_key)
 
     def response_add(self, request, obj, post_url_continue=None):
-        return show_secrets(request, title="New API key", secrets=request._issued_secrets,
-                            back_url=reverse("admin:tenants_apikey_changelist"))
+        return show_secrets(
+            request,
+            title="New API key",
+            secrets=request._issued_secrets,
+            back_url=reverse("admin:tenants_apikey_changelist"),
+        )
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
@@ -183,14 +223,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
         if not issued:
             return None
-        return show_secrets(request, title="Rotated API keys", secrets=issued,
-                            back_url=reverse("admin:tenants_apikey_changelist"),
-                            note=f"The old keys keep working until {services.DEFAULT_ROTATION_GRACE} from now.")
+        return show_secrets(
+            request,
+            title="Rotated API keys",
+            secrets=issued,
+            back_url=reverse("admin:tenants_apikey_changelist"),
+            note=f"The old keys keep working until {services.DEFAULT_ROTATION_GRACE} from now.",
+        )
 
 
 class ClientCertificateForm(forms.ModelForm):
-    pem = forms.CharField(label="Certificate (PEM)", widget=forms.Textarea(attrs={"rows": 12, "cols": 66}),
-                          help_text="The client's certificate, -----BEGIN CERTIFICATE----- …; never its key.")
+    pem = forms.CharField(
+        label="Certificate (PEM)",
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 66}),
+        help_text="The client's certificate, -----BEGIN CERTIFICATE----- …; never its key.",
+    )
 
     class Meta:
         model = ClientCertificate
@@ -239,8 +286,11 @@ class ClientCertificateAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         try:
             saved = certificates.register_client_certificate(
-                actor=_actor(request), tenant=form.cleaned_data["tenant"], pem=form.cleaned_data["pem"],
-                name=form.cleaned_data["name"])
+                actor=_actor(request),
+                tenant=form.cleaned_data["tenant"],
+                pem=form.cleaned_data["pem"],
+                name=form.cleaned_data["name"],
+            )
         except ValueError as exc:
             raise PermissionDenied(str(exc)) from exc
         _adopt(obj, saved)
@@ -264,14 +314,19 @@ class ConsoleTokenAdmin(admin.ModelAdmin):
         return obj is None and super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
-        issued = services.create_console_token(actor=_actor(request), user=form.cleaned_data["user"],
-                                               name=form.cleaned_data["name"])
+        issued = services.create_console_token(
+            actor=_actor(request), user=form.cleaned_data["user"], name=form.cleaned_data["name"]
+        )
         request._issued_secrets = [(f"API token {issued.token.prefix}… of {issued.token.user}", issued.secret)]
         _adopt(obj, issued.token)
 
     def response_add(self, request, obj, post_url_continue=None):
-        return show_secrets(request, title="New REST API token", secrets=request._issued_secrets,
-                            back_url=reverse("admin:tenants_consoletoken_changelist"))
+        return show_secrets(
+            request,
+            title="New REST API token",
+            secrets=request._issued_secrets,
+            back_url=reverse("admin:tenants_consoletoken_changelist"),
+        )
 
     def delete_model(self, request, obj):
         services.revoke_console_token(actor=_actor(request), token=obj)
@@ -297,8 +352,20 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_filter = ("action", "target_type", "created_at")
     search_fields = ("actor", "action", "target_id", "target_repr", "request_id", "source_ip")
     date_hierarchy = "created_at"
-    readonly_fields = ("seq", "created_at", "actor", "action", "target_type", "target_id", "target_repr", "changes",
-                       "source_ip", "request_id", "prev_hash", "hash")
+    readonly_fields = (
+        "seq",
+        "created_at",
+        "actor",
+        "action",
+        "target_type",
+        "target_id",
+        "target_repr",
+        "changes",
+        "source_ip",
+        "request_id",
+        "prev_hash",
+        "hash",
+    )
     fields = readonly_fields
 
     def has_add_permission(self, request):
@@ -326,14 +393,24 @@ class AuditEventAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             export = export_audit_log(
                 actor=_actor(request),
-                filters=AuditFilters(since=data["since"], until=data["until"],
-                                     actions=(data["action"],) if data["action"] else (), actor=data["actor"]),
+                filters=AuditFilters(
+                    since=data["since"],
+                    until=data["until"],
+                    actions=(data["action"],) if data["action"] else (),
+                    actor=data["actor"],
+                ),
                 fmt=data["format"],
             )
             response = HttpResponse(export.archive, content_type="application/zip")
             response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
             return response
-        return TemplateResponse(request, "admin/tenants/auditevent/export.html", {
-            **self.admin_site.each_context(request), "title": "Export the audit log", "form": form,
-            "opts": self.model._meta,
-        })
+        return TemplateResponse(
+            request,
+            "admin/tenants/auditevent/export.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Export the audit log",
+                "form": form,
+                "opts": self.model._meta,
+            },
+        )

@@ -3,6 +3,7 @@
 Each entry's hash is the SHA-256 of its canonical JSON form, which includes the previous
 entry's hash, so editing, deleting or inserting an entry breaks the chain from that point on.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -144,17 +145,24 @@ def verify_entries(events: Iterable[AuditEvent], *, head: AuditChainHead | None)
     expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
     for event in events:
         if event.seq != expected_seq:
-            return ChainReport(False, checked, f"entry #{expected_seq} is missing (next present is #{event.seq})",
-                               expected_seq)
+            return ChainReport(
+                False, checked, f"entry #{expected_seq} is missing (next present is #{event.seq})", expected_seq
+            )
         if event.prev_hash != expected_prev:
             return ChainReport(False, checked, f"entry #{event.seq} does not link to the entry before it", event.seq)
         if entry_hash(canonical_fields(event)) != event.hash:
-            return ChainReport(False, checked, f"entry #{event.seq} was altered: its content does not match its hash",
-                               event.seq)
+            return ChainReport(
+                False, checked, f"entry #{event.seq} was altered: its content does not match its hash", event.seq
+            )
         expected_prev, expected_seq, checked = event.hash, expected_seq + 1, checked + 1
     if head is not None and (head.seq != expected_seq - 1 or head.hash != expected_prev):
-        return ChainReport(False, checked, f"the chain should end at entry #{head.seq} but ends at #{expected_seq - 1}"
-                           " (entries were removed from the end)", expected_seq)
+        return ChainReport(
+            False,
+            checked,
+            f"the chain should end at entry #{head.seq} but ends at #{expected_seq - 1}"
+            " (entries were removed from the end)",
+            expected_seq,
+        )
     return ChainReport(True, checked)
 
 

@@ -4,6 +4,7 @@ offline verification of such an export.
 An export is a zip holding the entries file, `manifest.json` (canonical JSON: these exact bytes
 are what is signed), `manifest.json.sig` (the raw Ed25519 signature) and the public key.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,20 @@ from tenants.audit import Actor
 from tenants.models import AuditEvent
 
 FORMATS = ("jsonl", "csv")
-CSV_COLUMNS = ("seq", "time", "actor", "action", "target_type", "target_id", "target_repr", "changes",
-               "source_ip", "request_id", "prev_hash", "hash")
+CSV_COLUMNS = (
+    "seq",
+    "time",
+    "actor",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "changes",
+    "source_ip",
+    "request_id",
+    "prev_hash",
+    "hash",
+)
 
 
 # --- signing key --------------------------------------------------------------------------------
@@ -40,8 +53,11 @@ def signing_key() -> Ed25519PrivateKey:
         # Embedded mode: one key per data directory, made on first use.
         key = Ed25519PrivateKey.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         path.chmod(0o600)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
@@ -50,8 +66,11 @@ def signing_key() -> Ed25519PrivateKey:
 
 
 def public_key_pem() -> bytes:
-    return signing_key().public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (
+        signing_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def key_fingerprint(public_pem: bytes) -> str:
@@ -87,8 +106,10 @@ class AuditFilters:
         return {
             "since": audit.timestamp_text(self.since) if self.since else None,
             "until": audit.timestamp_text(self.until) if self.until else None,
-            "actions": list(self.actions), "actor": self.actor,
-            "target_type": self.target_type, "target_id": self.target_id,
+            "actions": list(self.actions),
+            "actor": self.actor,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
         }
 
 
@@ -155,10 +176,16 @@ def export_audit_log(*, actor: Actor, filters: AuditFilters, fmt: str = "jsonl")
         zf.writestr("manifest.json", manifest_bytes)
         zf.writestr("manifest.json.sig", signature)
         zf.writestr("audit-public-key.pem", public_pem)
-    audit.record(actor=actor, action="audit.exported", target_type="audit_log",
-                 target_repr=f"{len(records)} entries as {fmt}",
-                 changes={"before": {}, "after": {"filters": filters.describe(), "count": len(records),
-                                                  "file_sha256": manifest["file_sha256"]}})
+    audit.record(
+        actor=actor,
+        action="audit.exported",
+        target_type="audit_log",
+        target_repr=f"{len(records)} entries as {fmt}",
+        changes={
+            "before": {},
+            "after": {"filters": filters.describe(), "count": len(records), "file_sha256": manifest["file_sha256"]},
+        },
+    )
     return AuditExport(filename=f"audit-export-{stamp}.zip", archive=archive.getvalue(), manifest=manifest)
 
 
@@ -199,7 +226,9 @@ def verify_export(data: bytes, manifest_bytes: bytes, signature: bytes, public_k
     try:
         key.verify(signature, manifest_bytes)
     except InvalidSignature:
-        report.problems.append("the manifest signature does not verify: the manifest was altered or signed by another key")
+        report.problems.append(
+            "the manifest signature does not verify: the manifest was altered or signed by another key"
+        )
         return report
     manifest = json.loads(manifest_bytes)
     if hashlib.sha256(data).hexdigest() != manifest["file_sha256"]:
@@ -233,4 +262,3 @@ def verify_export(data: bytes, manifest_bytes: bytes, signature: bytes, public_k
     if not manifest.get("chain_verified_at_export", True):
         report.problems.append("the gateway's own chain did not verify when this export was made")
     return report
-

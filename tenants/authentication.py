@@ -1,5 +1,6 @@
 """Turns the credentials on an OTLP request (an API key, the TLS client certificate, or both) into a
 tenant, before anything else is read."""
+
 from __future__ import annotations
 
 import secrets
@@ -65,17 +66,23 @@ def _check_usable(match: ApiKey, signal: Signal, now) -> None:
         raise refused(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was revoked")
     if match.grace_until is not None and match.grace_until <= now:
         # Nothing of the new key: whoever holds the old one may not be who should get the new.
-        raise refused(Reason.UNAUTHENTICATED, f"API key {match.prefix}… was rotated on {match.rotated_at:%Y-%m-%d}; "
-                      "use the key that replaced it (the tenant's admin has it)")
+        raise refused(
+            Reason.UNAUTHENTICATED,
+            f"API key {match.prefix}… was rotated on {match.rotated_at:%Y-%m-%d}; "
+            "use the key that replaced it (the tenant's admin has it)",
+        )
     if match.expires_at is not None and match.expires_at <= now:
-        raise refused(Reason.UNAUTHENTICATED,
-                      f"API key {match.prefix}… expired on {match.expires_at:%Y-%m-%d}; issue a new key")
+        raise refused(
+            Reason.UNAUTHENTICATED, f"API key {match.prefix}… expired on {match.expires_at:%Y-%m-%d}; issue a new key"
+        )
     tenant = match.tenant
     if tenant.status != Tenant.Status.ACTIVE:
         raise refused(Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}")
     if signal.value not in match.scopes:
-        raise refused(Reason.PERMISSION_DENIED,
-                      f"API key {match.prefix}… may not write {signal.value}; its scopes are {match.scopes}")
+        raise refused(
+            Reason.PERMISSION_DENIED,
+            f"API key {match.prefix}… may not write {signal.value}; its scopes are {match.scopes}",
+        )
 
 
 def _registered_certificate(sha256: str | None, now) -> ClientCertificate | None:
@@ -89,12 +96,15 @@ def _registered_certificate(sha256: str | None, now) -> ClientCertificate | None
     label = f"client certificate {certificate.name!r} (sha256 {sha256[:16]}…)"
     tenant_id = str(certificate.tenant_id)
     if certificate.revoked_at is not None:
-        raise CredentialsRefused(Reason.UNAUTHENTICATED, f"{label} was revoked on {certificate.revoked_at:%Y-%m-%d}",
-                                 tenant_id=tenant_id)
+        raise CredentialsRefused(
+            Reason.UNAUTHENTICATED, f"{label} was revoked on {certificate.revoked_at:%Y-%m-%d}", tenant_id=tenant_id
+        )
     if certificate.not_after <= now:
-        raise CredentialsRefused(Reason.UNAUTHENTICATED,
-                                 f"{label} expired on {certificate.not_after:%Y-%m-%d}; register its renewal",
-                                 tenant_id=tenant_id)
+        raise CredentialsRefused(
+            Reason.UNAUTHENTICATED,
+            f"{label} expired on {certificate.not_after:%Y-%m-%d}; register its renewal",
+            tenant_id=tenant_id,
+        )
     return certificate
 
 
@@ -120,12 +130,15 @@ def _check_certificate_policy(tenant: Tenant, certificate: ClientCertificate | N
 def _certificate_principal(certificate: ClientCertificate) -> Principal:
     tenant = certificate.tenant
     if tenant.status != Tenant.Status.ACTIVE:
-        raise CredentialsRefused(Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}",
-                                 tenant_id=str(tenant.id))
+        raise CredentialsRefused(
+            Reason.PERMISSION_DENIED, f"tenant {tenant.slug} is {tenant.status}", tenant_id=str(tenant.id)
+        )
     if tenant.require_client_certificate:
-        raise CredentialsRefused(Reason.PERMISSION_DENIED,
-                                 f"tenant {tenant.slug} requires an API key as well as its client certificate",
-                                 tenant_id=str(tenant.id))
+        raise CredentialsRefused(
+            Reason.PERMISSION_DENIED,
+            f"tenant {tenant.slug} requires an API key as well as its client certificate",
+            tenant_id=str(tenant.id),
+        )
     return Principal(
         tenant_id=str(tenant.id),
         tenant_slug=tenant.slug,
@@ -144,8 +157,9 @@ def refuse_without_lookup(api_key: str | None) -> CredentialsRefused | None:
     """The refusal for a key that is missing or not one of ours, found without the database (the
     gRPC server asks before it reads a call's message); None when only a lookup can tell."""
     if not api_key:
-        return CredentialsRefused(Reason.UNAUTHENTICATED,
-                           "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+        return CredentialsRefused(
+            Reason.UNAUTHENTICATED, "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+        )
     if not is_well_formed(api_key):
         return CredentialsRefused(Reason.UNAUTHENTICATED, "invalid API key: not a key issued by this gateway")
     return None
@@ -198,12 +212,17 @@ def check_origin(principal: Principal, origin: str, *, gateway_allows: tuple[str
     """A browser request (it carries an Origin) must come from one of the tenant's own sites,
     and, when `gateway_allows` is given, from one the gateway lets send at all."""
     if gateway_allows is not None and not any(origin_matches(pattern, origin) for pattern in gateway_allows):
-        raise CredentialsRefused(Reason.PERMISSION_DENIED, f"browser requests from {origin[:200]} are not allowed by this "
-                          "gateway (GATEWAY_CORS_ALLOWED_ORIGINS)", tenant_id=principal.tenant_id)
+        raise CredentialsRefused(
+            Reason.PERMISSION_DENIED,
+            f"browser requests from {origin[:200]} are not allowed by this gateway (GATEWAY_CORS_ALLOWED_ORIGINS)",
+            tenant_id=principal.tenant_id,
+        )
     if any(origin_matches(pattern, origin) for pattern in principal.allowed_origins):
         return
     listed = ", ".join(principal.allowed_origins) or "none"
-    raise CredentialsRefused(Reason.PERMISSION_DENIED,
-                      f"tenant {principal.tenant_slug} does not allow browser requests from {origin[:200]} "
-                      f"(its allowed origins: {listed}); a tenant admin adds the site to the tenant's allowed origins",
-                      tenant_id=principal.tenant_id)
+    raise CredentialsRefused(
+        Reason.PERMISSION_DENIED,
+        f"tenant {principal.tenant_slug} does not allow browser requests from {origin[:200]} "
+        f"(its allowed origins: {listed}); a tenant admin adds the site to the tenant's allowed origins",
+        tenant_id=principal.tenant_id,
+    )

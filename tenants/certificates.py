@@ -1,5 +1,6 @@
 """Services for TLS client certificates registered to tenants (mutual TLS): register and revoke,
 each audited in the same transaction. Authentication looks them up by SHA-256 fingerprint."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,9 @@ def _repr(certificate: ClientCertificate, tenant: Tenant) -> str:
 
 
 @transaction.atomic
-def register_client_certificate(*, actor: Actor, tenant: Tenant, pem: str | bytes,
-                                name: str = "default") -> ClientCertificate:
+def register_client_certificate(
+    *, actor: Actor, tenant: Tenant, pem: str | bytes, name: str = "default"
+) -> ClientCertificate:
     """Let the certificate in `pem` authenticate `tenant`. The gateway accepts it only if it
     also chains to GATEWAY_TLS_CLIENT_CA_FILE: the handshake checks that, not this."""
     if tenant.status == Tenant.Status.DELETED:
@@ -66,13 +68,21 @@ def register_client_certificate(*, actor: Actor, tenant: Tenant, pem: str | byte
         raise ValueError(f"the certificate {parsed.subject} expired on {parsed.not_after:%Y-%m-%d}")
     existing = ClientCertificate.objects.select_related("tenant").filter(sha256=parsed.sha256).first()
     if existing is not None:
-        raise ValueError(f"this certificate (sha256 {parsed.sha256[:16]}…) is already registered to tenant "
-                         f"{existing.tenant.slug} as {existing.name!r}")
-    certificate = ClientCertificate.objects.create(tenant=tenant, name=name, sha256=parsed.sha256,
-                                                   subject=parsed.subject[:500], not_after=parsed.not_after)
-    audit.record(actor=actor, action="client_certificate.registered", target_type="client_certificate",
-                 target_id=certificate.id, target_repr=_repr(certificate, tenant),
-                 changes=audit.diff(None, _snapshot(certificate)))
+        raise ValueError(
+            f"this certificate (sha256 {parsed.sha256[:16]}…) is already registered to tenant "
+            f"{existing.tenant.slug} as {existing.name!r}"
+        )
+    certificate = ClientCertificate.objects.create(
+        tenant=tenant, name=name, sha256=parsed.sha256, subject=parsed.subject[:500], not_after=parsed.not_after
+    )
+    audit.record(
+        actor=actor,
+        action="client_certificate.registered",
+        target_type="client_certificate",
+        target_id=certificate.id,
+        target_repr=_repr(certificate, tenant),
+        changes=audit.diff(None, _snapshot(certificate)),
+    )
     return certificate
 
 
@@ -83,7 +93,12 @@ def revoke_client_certificate(*, actor: Actor, certificate: ClientCertificate) -
     before = _snapshot(certificate)
     certificate.revoked_at = timezone.now()
     certificate.save(update_fields=["revoked_at"])
-    audit.record(actor=actor, action="client_certificate.revoked", target_type="client_certificate",
-                 target_id=certificate.id, target_repr=_repr(certificate, certificate.tenant),
-                 changes=audit.diff(before, _snapshot(certificate)))
+    audit.record(
+        actor=actor,
+        action="client_certificate.revoked",
+        target_type="client_certificate",
+        target_id=certificate.id,
+        target_repr=_repr(certificate, certificate.tenant),
+        changes=audit.diff(before, _snapshot(certificate)),
+    )
     return certificate

@@ -7,6 +7,7 @@ keys, stored wrapped by the KEK. A protected value is stored as
 `enc:v<version>:<base64(nonce || ciphertext)>`, with the tenant id and the attribute key bound
 as associated data, so a value copied to another tenant or another key does not decrypt.
 """
+
 from __future__ import annotations
 
 import base64
@@ -60,8 +61,11 @@ def load_master_key() -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64encode(secrets.token_bytes(32)) + b"\n")
         path.chmod(0o600)
-        log.warning("generated a new master key in %s: data encrypted under it is lost with this file; "
-                    "in production set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE from a secret", path)
+        log.warning(
+            "generated a new master key in %s: data encrypted under it is lost with this file; "
+            "in production set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE from a secret",
+            path,
+        )
     return decode_master_key(path.read_bytes(), str(path))
 
 
@@ -96,7 +100,7 @@ class KeyRing:
         return self._prefix + base64.b64encode(nonce + sealed).decode()
 
     def decrypt(self, attribute: str, stored: str) -> str:
-        version_text, _, payload = stored[len(PREFIX):].partition(":")
+        version_text, _, payload = stored[len(PREFIX) :].partition(":")
         cipher = self._ciphers.get(int(version_text))
         if cipher is None:
             raise KeyUnavailable(f"data key v{version_text} of tenant {self.tenant_id} is not available")
@@ -146,8 +150,12 @@ def _new_version(tenant_id: str, master: bytes) -> TenantDataKey:
     # unique (tenant, version) constraint settles a race; the loser gets IntegrityError.
     latest = TenantDataKey.objects.filter(tenant_id=tenant_id).order_by("-version").values_list("version", flat=True)
     version = (latest.first() or 0) + 1
-    return TenantDataKey.objects.create(tenant_id=tenant_id, version=version, master_key_id=master_key_id(master),
-                                        wrapped_key=_wrap(master, secrets.token_bytes(32), tenant_id, version))
+    return TenantDataKey.objects.create(
+        tenant_id=tenant_id,
+        version=version,
+        master_key_id=master_key_id(master),
+        wrapped_key=_wrap(master, secrets.token_bytes(32), tenant_id, version),
+    )
 
 
 def create_first_data_key(tenant: Tenant) -> None:
@@ -164,8 +172,14 @@ def rotate_data_key(*, actor: Actor, tenant: Tenant) -> TenantDataKey:
     except IntegrityError:
         raise ValueError(f"the data key of tenant {tenant.slug} is being rotated already; try again") from None
     _forget(str(tenant.id))
-    audit.record(actor=actor, action="tenant.data_key_rotated", target_type="tenant", target_id=tenant.id,
-                 target_repr=tenant.slug, changes={"before": {}, "after": {"version": created.version}})
+    audit.record(
+        actor=actor,
+        action="tenant.data_key_rotated",
+        target_type="tenant",
+        target_id=tenant.id,
+        target_repr=tenant.slug,
+        changes={"before": {}, "after": {"version": created.version}},
+    )
     return created
 
 
@@ -173,9 +187,16 @@ def destroy_data_keys(*, actor: Actor, tenant: Tenant) -> int:
     """Crypto-shredding: every version's wrapped key is erased, so stored values are unreadable."""
     with transaction.atomic():
         destroyed = TenantDataKey.objects.filter(tenant=tenant, destroyed_at__isnull=True).update(
-            wrapped_key=b"", destroyed_at=timezone.now())
-        audit.record(actor=actor, action="tenant.data_keys_destroyed", target_type="tenant", target_id=tenant.id,
-                     target_repr=tenant.slug, changes={"before": {}, "after": {"versions_destroyed": destroyed}})
+            wrapped_key=b"", destroyed_at=timezone.now()
+        )
+        audit.record(
+            actor=actor,
+            action="tenant.data_keys_destroyed",
+            target_type="tenant",
+            target_id=tenant.id,
+            target_repr=tenant.slug,
+            changes={"before": {}, "after": {"versions_destroyed": destroyed}},
+        )
     _forget(str(tenant.id))
     return destroyed
 
@@ -191,10 +212,16 @@ def rewrap_all(*, actor: Actor, old_master: bytes, new_master: bytes) -> int:
         row.master_key_id = master_key_id(new_master)
         row.save(update_fields=["wrapped_key", "master_key_id"])
         count += 1
-    audit.record(actor=actor, action="master_key.rotated", target_type="master_key",
-                 target_repr=master_key_id(new_master),
-                 changes={"before": {"master_key_id": master_key_id(old_master)},
-                          "after": {"master_key_id": master_key_id(new_master), "data_keys_rewrapped": count}})
+    audit.record(
+        actor=actor,
+        action="master_key.rotated",
+        target_type="master_key",
+        target_repr=master_key_id(new_master),
+        changes={
+            "before": {"master_key_id": master_key_id(old_master)},
+            "after": {"master_key_id": master_key_id(new_master), "data_keys_rewrapped": count},
+        },
+    )
     with _rings_lock:
         _rings.clear()
     return count

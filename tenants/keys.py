@@ -4,6 +4,7 @@ The fixed prefix and the checksum let secret scanners recognise a leaked key and
 typos without a database lookup (as GitHub's `ghp_` tokens do). Only the SHA-256 of a key is
 stored, with its first characters kept visible so people can tell keys apart.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,7 +70,7 @@ def is_well_formed(secret: str, prefix: str = KEY_PREFIX) -> bool:
     """True when the key has our format and its checksum matches (no database needed)."""
     if len(secret) != len(prefix) + _RANDOM_LENGTH + _CHECKSUM_LENGTH or not secret.startswith(prefix):
         return False
-    rest = secret[len(prefix):]
+    rest = secret[len(prefix) :]
     if any(ch not in _ALPHABET for ch in rest):
         return False
     body, check = rest[:_RANDOM_LENGTH], rest[_RANDOM_LENGTH:]

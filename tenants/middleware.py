@@ -1,4 +1,5 @@
 """Request context for the audit log: the source address and a request id."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Tenants, their API keys, console API tokens, and the append-only audit log."""
+
 from __future__ import annotations
 
 import uuid
@@ -32,24 +33,27 @@ class Tenant(models.Model):
         help_text="Days this tenant's telemetry is kept in ClickHouse (1 to 3650).",
     )
     limit_overrides = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text='Overrides of the plan\'s limits, e.g. {"max_request_bytes": 1048576, '
-                  '"traces": {"items_per_second": 5000}}.',
+        '"traces": {"items_per_second": 5000}}.',
     )
     sensitive_attribute_keys = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="Attribute keys whose values are encrypted at rest, in addition to the default list.",
     )
     allowed_origins = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="Browser origins this tenant's keys may send from (CORS), e.g. "
-                  '["https://app.example.com", "https://*.example.com"]. A request from a browser whose '
-                  "origin is not listed is refused; SDKs and Collectors send no origin and are not affected.",
+        '["https://app.example.com", "https://*.example.com"]. A request from a browser whose '
+        "origin is not listed is refused; SDKs and Collectors send no origin and are not affected.",
     )
     require_client_certificate = models.BooleanField(
         default=False,
         help_text="Accept only requests that carry both one of this tenant's API keys and a TLS client "
-                  "certificate registered to it (mutual TLS). Otherwise either one is enough.",
+        "certificate registered to it (mutual TLS). Otherwise either one is enough.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -81,8 +85,9 @@ class ApiKey(models.Model):
     rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     # After a rotation the old key keeps working until this time, then fails with a message.
     grace_until = models.DateTimeField(null=True, blank=True, editable=False)
-    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, editable=False,
-                                    related_name="replaces")
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, editable=False, related_name="replaces"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -106,8 +111,12 @@ class ClientCertificate(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="client_certificates")
     name = models.CharField(max_length=200, default="default")
-    sha256 = models.CharField(max_length=64, unique=True, editable=False,
-                              help_text="SHA-256 of the certificate's DER encoding, lowercase hex.")
+    sha256 = models.CharField(
+        max_length=64,
+        unique=True,
+        editable=False,
+        help_text="SHA-256 of the certificate's DER encoding, lowercase hex.",
+    )
     subject = models.CharField(max_length=500, editable=False)
     not_after = models.DateTimeField(editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

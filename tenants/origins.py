@@ -2,12 +2,15 @@
 
 An entry is an exact origin (`https://app.example.com`, `http://localhost:3000`), one with a
 wildcard for subdomains (`https://*.example.com`), or `*` (any origin)."""
+
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
 
-_PATTERN = re.compile(r"^(https?)://(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$")
+_PATTERN = re.compile(
+    r"^(https?)://(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$"
+)
 
 
 def normalize_origin(entry: str) -> str:

@@ -8,6 +8,7 @@ its own top-level key, which the tenant-scoped reader decrypts like any other.
 Most maps hold neither, and are passed over with two checks that run in C: every key is one
 already seen not to be sensitive, and no value is a NestedValue (what flattening makes of an
 array or map value). Only the rest are looked at key by key (bench/protect.py measures it)."""
+
 from __future__ import annotations
 
 import json

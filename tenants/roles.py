@@ -1,4 +1,5 @@
 """The console's roles, as Django groups: what each may do."""
+
 from __future__ import annotations
 
 GATEWAY_ADMIN = "Gateway admin"
@@ -7,8 +8,14 @@ AUDITOR = "Auditor"
 # Gateway admins may do everything in these apps, except change the append-only audit log.
 ADMIN_APPS = ("tenants", "billing", "auth")
 AUDIT_LOG_READ_ONLY = ("view_auditevent", "export_auditevent")
-NEVER_GRANTED = ("add_auditevent", "change_auditevent", "delete_auditevent", "change_auditchainhead",
-                 "add_auditchainhead", "delete_auditchainhead")
+NEVER_GRANTED = (
+    "add_auditevent",
+    "change_auditevent",
+    "delete_auditevent",
+    "change_auditchainhead",
+    "add_auditchainhead",
+    "delete_auditchainhead",
+)
 
 
 def grant_roles(group_model, permission_model) -> None:

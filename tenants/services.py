@@ -1,5 +1,6 @@
 """Services that change tenants, keys and console tokens. Views, the admin, the API and
 commands call these, never the ORM directly; every change is audited in the same transaction."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,17 @@ from tenants.models import MAX_RETENTION_DAYS, ApiKey, ConsoleToken, Tenant
 from tenants.origins import normalize_origin
 
 ALL_SCOPES = [choice.value for choice in ApiKey.Scope]
-TENANT_FIELDS = ("name", "slug", "status", "plan_id", "retention_days", "limit_overrides", "sensitive_attribute_keys",
-                 "allowed_origins", "require_client_certificate")
+TENANT_FIELDS = (
+    "name",
+    "slug",
+    "status",
+    "plan_id",
+    "retention_days",
+    "limit_overrides",
+    "sensitive_attribute_keys",
+    "allowed_origins",
+    "require_client_certificate",
+)
 KEY_FIELDS = ("name", "prefix", "scopes", "expires_at", "revoked_at", "rotated_at", "grace_until", "replaced_by_id")
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 
@@ -57,12 +67,13 @@ def _validate_tenant_fields(fields: dict[str, Any]) -> None:
     if "retention_days" in fields:
         days = fields["retention_days"]
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_RETENTION_DAYS:
-            raise ValueError(f"retention_days must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, "
-                             f"got {days!r}")
+            raise ValueError(
+                f"retention_days must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, got {days!r}"
+            )
     if "allowed_origins" in fields:
         origins = fields["allowed_origins"] or []
         if not isinstance(origins, list) or not all(isinstance(origin, str) for origin in origins):
-            raise ValueError("allowed_origins must be a list of origins like \"https://app.example.com\"")
+            raise ValueError('allowed_origins must be a list of origins like "https://app.example.com"')
         fields["allowed_origins"] = sorted({normalize_origin(origin) for origin in origins})
 
 
@@ -77,8 +88,14 @@ def create_tenant(*, actor: Actor, name: str, slug: str | None = None, **fields:
     _validate_tenant_fields(fields)
     tenant = Tenant.objects.create(name=name, slug=slug, **fields)
     create_first_data_key(tenant)
-    audit.record(actor=actor, action="tenant.created", target_type="tenant", target_id=tenant.id,
-                 target_repr=tenant.slug, changes=audit.diff(None, snapshot(tenant, TENANT_FIELDS)))
+    audit.record(
+        actor=actor,
+        action="tenant.created",
+        target_type="tenant",
+        target_id=tenant.id,
+        target_repr=tenant.slug,
+        changes=audit.diff(None, snapshot(tenant, TENANT_FIELDS)),
+    )
     if plan is not None:
         change_plan(actor=actor, tenant=tenant, plan=plan, at=tenant.created_at)
     return tenant
@@ -104,8 +121,14 @@ def update_tenant(*, actor: Actor, tenant: Tenant, **fields: Any) -> Tenant:
     tenant.save()
     changes = audit.diff(before, snapshot(tenant, TENANT_FIELDS))
     if changes["after"] or changes["before"]:
-        audit.record(actor=actor, action="tenant.updated", target_type="tenant", target_id=tenant.id,
-                     target_repr=tenant.slug, changes=changes)
+        audit.record(
+            actor=actor,
+            action="tenant.updated",
+            target_type="tenant",
+            target_id=tenant.id,
+            target_repr=tenant.slug,
+            changes=changes,
+        )
     return tenant
 
 
@@ -115,8 +138,14 @@ def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Te
     before = snapshot(tenant, TENANT_FIELDS)
     tenant.status = status
     tenant.save(update_fields=["status", "updated_at"])
-    audit.record(actor=actor, action=action, target_type="tenant", target_id=tenant.id, target_repr=tenant.slug,
-                 changes=audit.diff(before, snapshot(tenant, TENANT_FIELDS)))
+    audit.record(
+        actor=actor,
+        action=action,
+        target_type="tenant",
+        target_id=tenant.id,
+        target_repr=tenant.slug,
+        changes=audit.diff(before, snapshot(tenant, TENANT_FIELDS)),
+    )
     return tenant
 
 
@@ -140,14 +169,24 @@ def delete_tenant(*, actor: Actor, tenant: Tenant, store: Store | None = None) -
             _revoke(actor=actor, key=key, now=now)
     destroy_data_keys(actor=actor, tenant=tenant)  # crypto-shredding first: copies anywhere stay unreadable
     dropped = drop_tenant_partitions(store or storage.get_store(), str(tenant.id))
-    audit.record(actor=actor, action="tenant.data_dropped", target_type="tenant", target_id=tenant.id,
-                 target_repr=tenant.slug, changes={"after": {"partitions_dropped": dropped}, "before": {}})
+    audit.record(
+        actor=actor,
+        action="tenant.data_dropped",
+        target_type="tenant",
+        target_id=tenant.id,
+        target_repr=tenant.slug,
+        changes={"after": {"partitions_dropped": dropped}, "before": {}},
+    )
     return tenant
 
 
 @transaction.atomic
 def issue_key(
-    *, actor: Actor, tenant: Tenant, name: str = "default", scopes: list[str] | None = None,
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    name: str = "default",
+    scopes: list[str] | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedKey:
     if tenant.status == Tenant.Status.DELETED:
@@ -156,10 +195,17 @@ def issue_key(
     if expires_at is not None and expires_at <= timezone.now():
         raise ValueError("the expiry must be in the future")
     new_key = generate_key()
-    api_key = ApiKey.objects.create(tenant=tenant, name=name, prefix=new_key.prefix, hashed_key=new_key.hashed,
-                                    scopes=scopes, expires_at=expires_at)
-    audit.record(actor=actor, action="key.created", target_type="api_key", target_id=api_key.id,
-                 target_repr=f"{api_key.prefix}… of {tenant.slug}", changes=audit.diff(None, snapshot(api_key, KEY_FIELDS)))
+    api_key = ApiKey.objects.create(
+        tenant=tenant, name=name, prefix=new_key.prefix, hashed_key=new_key.hashed, scopes=scopes, expires_at=expires_at
+    )
+    audit.record(
+        actor=actor,
+        action="key.created",
+        target_type="api_key",
+        target_id=api_key.id,
+        target_repr=f"{api_key.prefix}… of {tenant.slug}",
+        changes=audit.diff(None, snapshot(api_key, KEY_FIELDS)),
+    )
     return IssuedKey(api_key=api_key, secret=new_key.secret)
 
 
@@ -173,8 +219,14 @@ def _revoke(*, actor: Actor, key: ApiKey, now: datetime) -> None:
     before = snapshot(key, KEY_FIELDS)
     key.revoked_at = now
     key.save(update_fields=["revoked_at"])
-    audit.record(actor=actor, action="key.revoked", target_type="api_key", target_id=key.id,
-                 target_repr=f"{key.prefix}… of {key.tenant.slug}", changes=audit.diff(before, snapshot(key, KEY_FIELDS)))
+    audit.record(
+        actor=actor,
+        action="key.revoked",
+        target_type="api_key",
+        target_id=key.id,
+        target_repr=f"{key.prefix}… of {key.tenant.slug}",
+        changes=audit.diff(before, snapshot(key, KEY_FIELDS)),
+    )
 
 
 @transaction.atomic
@@ -196,18 +248,34 @@ def rotate_key(*, actor: Actor, key: ApiKey, grace: timedelta = DEFAULT_ROTATION
     if grace < timedelta(0):
         raise ValueError("the grace period cannot be negative")
     new_key = generate_key()
-    replacement = ApiKey.objects.create(tenant=key.tenant, name=key.name, prefix=new_key.prefix,
-                                        hashed_key=new_key.hashed, scopes=key.scopes, expires_at=key.expires_at)
+    replacement = ApiKey.objects.create(
+        tenant=key.tenant,
+        name=key.name,
+        prefix=new_key.prefix,
+        hashed_key=new_key.hashed,
+        scopes=key.scopes,
+        expires_at=key.expires_at,
+    )
     before = snapshot(key, KEY_FIELDS)
     now = timezone.now()
     key.rotated_at, key.grace_until, key.replaced_by = now, now + grace, replacement
     key.save(update_fields=["rotated_at", "grace_until", "replaced_by"])
-    audit.record(actor=actor, action="key.rotated", target_type="api_key", target_id=key.id,
-                 target_repr=f"{key.prefix}… of {key.tenant.slug}",
-                 changes=audit.diff(before, snapshot(key, KEY_FIELDS)))
-    audit.record(actor=actor, action="key.created", target_type="api_key", target_id=replacement.id,
-                 target_repr=f"{replacement.prefix}… of {key.tenant.slug}",
-                 changes=audit.diff(None, snapshot(replacement, KEY_FIELDS)))
+    audit.record(
+        actor=actor,
+        action="key.rotated",
+        target_type="api_key",
+        target_id=key.id,
+        target_repr=f"{key.prefix}… of {key.tenant.slug}",
+        changes=audit.diff(before, snapshot(key, KEY_FIELDS)),
+    )
+    audit.record(
+        actor=actor,
+        action="key.created",
+        target_type="api_key",
+        target_id=replacement.id,
+        target_repr=f"{replacement.prefix}… of {key.tenant.slug}",
+        changes=audit.diff(None, snapshot(replacement, KEY_FIELDS)),
+    )
     return IssuedKey(api_key=replacement, secret=new_key.secret)
 
 
@@ -221,8 +289,14 @@ class IssuedToken:
 def create_console_token(*, actor: Actor, user, name: str = "api") -> IssuedToken:
     new = generate_console_token()
     token = ConsoleToken.objects.create(user=user, name=name, prefix=new.prefix, hashed_token=new.hashed)
-    audit.record(actor=actor, action="token.created", target_type="console_token", target_id=token.id,
-                 target_repr=f"{token.prefix}… of {user.get_username()}", changes={"before": {}, "after": {"name": name}})
+    audit.record(
+        actor=actor,
+        action="token.created",
+        target_type="console_token",
+        target_id=token.id,
+        target_repr=f"{token.prefix}… of {user.get_username()}",
+        changes={"before": {}, "after": {"name": name}},
+    )
     return IssuedToken(token=token, secret=new.secret)
 
 
@@ -231,6 +305,11 @@ def revoke_console_token(*, actor: Actor, token: ConsoleToken) -> ConsoleToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        audit.record(actor=actor, action="token.revoked", target_type="console_token", target_id=token.id,
-                     target_repr=f"{token.prefix}… of {token.user.get_username()}")
+        audit.record(
+            actor=actor,
+            action="token.revoked",
+            target_type="console_token",
+            target_id=token.id,
+            target_repr=f"{token.prefix}… of {token.user.get_username()}",
+        )
     return token

@@ -1,4 +1,5 @@
 """Minimal raw OTLP clients for tests that need full control of bytes and headers."""
+
 from __future__ import annotations
 
 import http.client
@@ -33,8 +34,15 @@ class HttpReply:
         return status
 
 
-def http_post(base_url: str, signal: str, body: bytes, *, key: str | None,
-              content_type: str = "application/x-protobuf", headers: dict | None = None) -> HttpReply:
+def http_post(
+    base_url: str,
+    signal: str,
+    body: bytes,
+    *,
+    key: str | None,
+    content_type: str = "application/x-protobuf",
+    headers: dict | None = None,
+) -> HttpReply:
     parsed = urlparse(base_url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
     all_headers = {"Content-Type": content_type, **(headers or {})}
@@ -47,8 +55,15 @@ def http_post(base_url: str, signal: str, body: bytes, *, key: str | None,
     return reply
 
 
-def grpc_export(channel: grpc.Channel, signal: str, body: bytes, *, key: str | None,
-                compression: grpc.Compression | None = None, metadata: list | None = None) -> bytes:
+def grpc_export(
+    channel: grpc.Channel,
+    signal: str,
+    body: bytes,
+    *,
+    key: str | None,
+    compression: grpc.Compression | None = None,
+    metadata: list | None = None,
+) -> bytes:
     call = channel.unary_unary(SERVICE[signal], request_serializer=None, response_deserializer=None)
     md = list(metadata or [])
     if key is not None:

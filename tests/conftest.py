@@ -4,6 +4,7 @@ real OTLP/gRPC and OTLP/HTTP endpoints in this process, and tenants with keys.
 Tests isolate from each other by tenant: every test makes its own tenant and reads back only
 through the tenant-scoped reader, exactly as the product does.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -100,7 +101,9 @@ class TenantWithKey:
 def make_tenant(store, transactional_db):
     def make(name: str | None = None) -> TenantWithKey:
         number = next(_tenant_numbers)
-        issued = create_tenant_with_key(actor=Actor.system("tests"), name=name or f"Tenant {number}", slug=f"tenant-{number}")
+        issued = create_tenant_with_key(
+            actor=Actor.system("tests"), name=name or f"Tenant {number}", slug=f"tenant-{number}"
+        )
         tenant = issued.api_key.tenant
         return TenantWithKey(tenant=tenant, key=issued.secret, reader=reader_for(store, str(tenant.id)))
 
@@ -157,7 +160,8 @@ def console_user(db):
 
     def make(role: str, username: str | None = None, password: str = "correct horse battery staple"):
         user = get_user_model().objects.create_user(
-            username=username or role.lower().replace(" ", "-"), password=password, is_staff=True)
+            username=username or role.lower().replace(" ", "-"), password=password, is_staff=True
+        )
         user.groups.add(Group.objects.get(name=role))
         user.raw_password = password
         return user

@@ -1,4 +1,5 @@
 """Test settings: the embedded defaults, under a fresh data directory per test run."""
+
 import os
 import tempfile
 

@@ -1,5 +1,6 @@
 """The REST API under /api/v1/: the tenant lifecycle for admins, read-only for auditors, a valid
 OpenAPI schema."""
+
 from __future__ import annotations
 
 import io
@@ -46,8 +47,9 @@ def test_tenant_and_key_lifecycle(admin_api):
     assert created.status_code == 201, created.content
     assert created.json()["slug"] == "acme-corp" and created.json()["status"] == "active"
 
-    key = admin_api.post("/api/v1/tenants/acme-corp/keys/", {"name": "prod", "scopes": ["traces", "logs"]},
-                         format="json")
+    key = admin_api.post(
+        "/api/v1/tenants/acme-corp/keys/", {"name": "prod", "scopes": ["traces", "logs"]}, format="json"
+    )
     assert key.status_code == 201 and key["Cache-Control"] == "no-store"
     secret = key.json()["secret"]
     assert authenticate(secret, Signal.LOGS).tenant_slug == "acme-corp"
@@ -76,8 +78,16 @@ def test_tenant_and_key_lifecycle(admin_api):
         authenticate(new_secret, Signal.LOGS)
 
     actions = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))
-    assert actions[-8:] == ["tenant.created", "key.created", "tenant.updated", "tenant.suspended",
-                            "tenant.activated", "key.rotated", "key.created", "key.revoked"]
+    assert actions[-8:] == [
+        "tenant.created",
+        "key.created",
+        "tenant.updated",
+        "tenant.suspended",
+        "tenant.activated",
+        "key.rotated",
+        "key.created",
+        "key.revoked",
+    ]
     event = AuditEvent.objects.get(action="tenant.updated")
     assert event.actor == "user:gateway-admin" and event.request_id == "test-request-1"
     assert event.source_ip == "127.0.0.1"
@@ -102,8 +112,10 @@ def test_deleting_a_tenant_drops_its_data(admin_api, make_tenant, http_url):
 
     doomed, other = make_tenant("doomed"), make_tenant("kept")
     for tenant in (doomed, other):
-        assert http_post(http_url, "traces", otlp_requests.traces_request(4).SerializeToString(),
-                         key=tenant.key).status == 200
+        assert (
+            http_post(http_url, "traces", otlp_requests.traces_request(4).SerializeToString(), key=tenant.key).status
+            == 200
+        )
     response = admin_api.delete(f"/api/v1/tenants/{doomed.tenant.slug}/")
     assert response.status_code == 200 and response.json()["status"] == "deleted"
     assert doomed.count("otel_traces") == 0 and other.count("otel_traces") == 4
@@ -157,8 +169,14 @@ def test_auditor_reads_and_exports_the_audit_log(auditor_api, tmp_path):
     from django.core.management import call_command
 
     out = io.StringIO()
-    call_command("verify_audit_export", str(data), str(tmp_path / "manifest.json"),
-                 "--public-key", str(tmp_path / "trusted.pem"), stdout=out)
+    call_command(
+        "verify_audit_export",
+        str(data),
+        str(tmp_path / "manifest.json"),
+        "--public-key",
+        str(tmp_path / "trusted.pem"),
+        stdout=out,
+    )
     assert "export OK" in out.getvalue()
     assert AuditEvent.objects.filter(action="audit.exported", actor="user:auditor").exists()
 

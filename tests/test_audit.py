@@ -1,5 +1,6 @@
 """The audit log: what is recorded, append-only, the hash chain, and signed exports that
 verify offline (and fail when anything is changed or left out)."""
+
 from __future__ import annotations
 
 import io
@@ -42,8 +43,14 @@ def _run(command: str, *args) -> str:
 def test_changes_are_recorded_with_actor_target_and_diff():
     tenant = _history()
     events = list(AuditEvent.objects.order_by("seq"))
-    assert [e.action for e in events] == ["tenant.created", "key.created", "tenant.updated", "tenant.suspended",
-                                          "tenant.activated", "key.revoked"]
+    assert [e.action for e in events] == [
+        "tenant.created",
+        "key.created",
+        "tenant.updated",
+        "tenant.suspended",
+        "tenant.activated",
+        "key.revoked",
+    ]
     update = events[2]
     assert (update.actor, update.source_ip, update.request_id) == ("user:alice", "203.0.113.7", "req-1")
     assert (update.target_type, update.target_id, update.target_repr) == ("tenant", str(tenant.id), "acme")
@@ -80,13 +87,16 @@ def test_verify_passes_on_an_intact_chain():
     assert "6 entries verified" in _run("verify_audit_log")
 
 
-@pytest.mark.parametrize("tamper, message", [
-    ("UPDATE tenants_auditevent SET actor = 'user:mallory' WHERE seq = 3", "entry #3 was altered"),
-    ("UPDATE tenants_auditevent SET changes = '{}' WHERE seq = 2", "entry #2 was altered"),
-    ("DELETE FROM tenants_auditevent WHERE seq = 4", "entry #4 is missing"),
-    ("DELETE FROM tenants_auditevent WHERE seq = 6", "entries were removed from the end"),
-    ("UPDATE tenants_auditevent SET seq = seq + 100 WHERE seq >= 3", "entry #3 is missing"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        ("UPDATE tenants_auditevent SET actor = 'user:mallory' WHERE seq = 3", "entry #3 was altered"),
+        ("UPDATE tenants_auditevent SET changes = '{}' WHERE seq = 2", "entry #2 was altered"),
+        ("DELETE FROM tenants_auditevent WHERE seq = 4", "entry #4 is missing"),
+        ("DELETE FROM tenants_auditevent WHERE seq = 6", "entries were removed from the end"),
+        ("UPDATE tenants_auditevent SET seq = seq + 100 WHERE seq >= 3", "entry #3 is missing"),
+    ],
+)
 def test_verify_names_the_first_broken_entry(tamper, message):
     _history()
     _raw(tamper)

@@ -1,5 +1,6 @@
 """Every class of bad input, over both transports: the status, the message, nothing stored,
 and a good request succeeding right after."""
+
 from __future__ import annotations
 
 import gzip
@@ -33,7 +34,8 @@ def _not_utf8(where: str) -> bytes:
         span.attributes.append(otlp_requests.kv(marker, "v"))
     elif where == "event value":
         span.events.add(name="e", time_unix_nano=span.start_time_unix_nano).attributes.append(
-            otlp_requests.kv("k", marker))
+            otlp_requests.kv("k", marker)
+        )
     elif where == "resource value":
         request.resource_spans[0].resource.attributes.append(otlp_requests.kv("host.name", marker))
     body = request.SerializeToString()
@@ -56,34 +58,78 @@ GOOD_BODY = {PROTOBUF: GOOD, JSON: otlp_requests.dumps(otlp_requests.traces_json
 LIMIT = settings.GATEWAY_MAX_REQUEST_BYTES
 # case: (content types, request given the good body, status, message)
 HTTP_CASES = {
-    "garbage protobuf": ((PROTOBUF,), lambda good: dict(body=b"\xff\xff\xff\xff not protobuf"), 400,
-                         "not a valid ExportTraceServiceRequest"),
-    "truncated protobuf": ((PROTOBUF,), lambda good: dict(body=good[: len(good) // 2]), 400,
-                           "not a valid ExportTraceServiceRequest"),
-    **{f"attribute {where} not utf-8": ((PROTOBUF,), lambda good, where=where: dict(body=_not_utf8(where)), 400,
-                                        "not a valid ExportTraceServiceRequest") for where in NOT_UTF8},
+    "garbage protobuf": (
+        (PROTOBUF,),
+        lambda good: dict(body=b"\xff\xff\xff\xff not protobuf"),
+        400,
+        "not a valid ExportTraceServiceRequest",
+    ),
+    "truncated protobuf": (
+        (PROTOBUF,),
+        lambda good: dict(body=good[: len(good) // 2]),
+        400,
+        "not a valid ExportTraceServiceRequest",
+    ),
+    **{
+        f"attribute {where} not utf-8": (
+            (PROTOBUF,),
+            lambda good, where=where: dict(body=_not_utf8(where)),
+            400,
+            "not a valid ExportTraceServiceRequest",
+        )
+        for where in NOT_UTF8
+    },
     "malformed json": ((JSON,), lambda good: dict(body=good[:-7]), 400, "not valid JSON"),
     "json not utf-8": ((JSON,), lambda good: dict(body=b"\xff\xfe{}"), 400, "not valid JSON"),
     "json of wrong shape": ((JSON,), lambda good: dict(body=b'{"resourceSpans": 7}'), 400, "OTLP/JSON"),
-    "json bad hex id": ((JSON,), lambda good: dict(body=good.replace(b"5b8efff7", b"zzzzzzzz")), 400,
-                        "not a hex string"),
+    "json bad hex id": (
+        (JSON,),
+        lambda good: dict(body=good.replace(b"5b8efff7", b"zzzzzzzz")),
+        400,
+        "not a hex string",
+    ),
     "missing key": ((PROTOBUF, JSON), lambda good: dict(body=good, key=None), 401, "missing API key"),
-    "unknown key": ((PROTOBUF, JSON), lambda good: dict(body=good, key="otlpgw_" + "A" * 36), 401,
-                    "invalid API key"),
-    "unsupported content type": ((PROTOBUF,), lambda good: dict(body=good, content_type="text/plain"), 415,
-                                 "unsupported Content-Type"),
-    "unsupported encoding": ((PROTOBUF, JSON), lambda good: dict(body=good, headers={"Content-Encoding": "br"}),
-                             415, "unsupported Content-Encoding"),
+    "unknown key": ((PROTOBUF, JSON), lambda good: dict(body=good, key="otlpgw_" + "A" * 36), 401, "invalid API key"),
+    "unsupported content type": (
+        (PROTOBUF,),
+        lambda good: dict(body=good, content_type="text/plain"),
+        415,
+        "unsupported Content-Type",
+    ),
+    "unsupported encoding": (
+        (PROTOBUF, JSON),
+        lambda good: dict(body=good, headers={"Content-Encoding": "br"}),
+        415,
+        "unsupported Content-Encoding",
+    ),
     "body over limit": ((PROTOBUF, JSON), lambda good: dict(body=good + b" " * LIMIT), 413, "exceeds the limit"),
-    "gzip bomb": ((PROTOBUF, JSON), lambda good: dict(body=BOMB, headers={"Content-Encoding": "gzip"}), 413,
-                  "after decompression"),
-    "zstd bomb": ((PROTOBUF, JSON), lambda good: dict(
-        body=zstandard.ZstdCompressor().compress(b" " * (settings.GATEWAY_MAX_DECOMPRESSED_BYTES + 1)),
-        headers={"Content-Encoding": "zstd"}), 413, "after decompression"),
-    "corrupt gzip": ((PROTOBUF, JSON), lambda good: dict(body=b"\x1f\x8b garbage", headers={"Content-Encoding": "gzip"}),
-                     400, "not valid gzip"),
-    "truncated gzip": ((PROTOBUF, JSON), lambda good: dict(body=gzip.compress(good)[:-12],
-                                                           headers={"Content-Encoding": "gzip"}), 400, "truncated"),
+    "gzip bomb": (
+        (PROTOBUF, JSON),
+        lambda good: dict(body=BOMB, headers={"Content-Encoding": "gzip"}),
+        413,
+        "after decompression",
+    ),
+    "zstd bomb": (
+        (PROTOBUF, JSON),
+        lambda good: dict(
+            body=zstandard.ZstdCompressor().compress(b" " * (settings.GATEWAY_MAX_DECOMPRESSED_BYTES + 1)),
+            headers={"Content-Encoding": "zstd"},
+        ),
+        413,
+        "after decompression",
+    ),
+    "corrupt gzip": (
+        (PROTOBUF, JSON),
+        lambda good: dict(body=b"\x1f\x8b garbage", headers={"Content-Encoding": "gzip"}),
+        400,
+        "not valid gzip",
+    ),
+    "truncated gzip": (
+        (PROTOBUF, JSON),
+        lambda good: dict(body=gzip.compress(good)[:-12], headers={"Content-Encoding": "gzip"}),
+        400,
+        "truncated",
+    ),
 }
 HTTP_PARAMS = [(case, ct) for case, (types, *_rest) in HTTP_CASES.items() for ct in types]
 
@@ -109,15 +155,26 @@ def test_http_bad_input(case, content_type, tenant, http_url, grpc_channel):
 GRPC_CASES = {
     "garbage protobuf": (dict(body=b"\xff\xff\xff\xff not protobuf"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid"),
     "truncated protobuf": (dict(body=GOOD[: len(GOOD) // 2]), grpc.StatusCode.INVALID_ARGUMENT, "not a valid"),
-    **{f"attribute {where} not utf-8": (dict(body=_not_utf8(where)), grpc.StatusCode.INVALID_ARGUMENT,
-                                        "not a valid ExportTraceServiceRequest") for where in NOT_UTF8},
+    **{
+        f"attribute {where} not utf-8": (
+            dict(body=_not_utf8(where)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not a valid ExportTraceServiceRequest",
+        )
+        for where in NOT_UTF8
+    },
     "missing key": (dict(body=GOOD, key=None), grpc.StatusCode.UNAUTHENTICATED, "missing API key"),
     "unknown key": (dict(body=GOOD, key="otlpgw_" + "A" * 36), grpc.StatusCode.UNAUTHENTICATED, "invalid API key"),
     "message over limit": (
-        dict(body=b"\0" * (settings.GATEWAY_MAX_REQUEST_BYTES + 1)), grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+        dict(body=b"\0" * (settings.GATEWAY_MAX_REQUEST_BYTES + 1)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "larger than max",
+    ),
     "gzip bomb": (
         dict(body=b"\0" * (settings.GATEWAY_MAX_DECOMPRESSED_BYTES + 1024), compression=grpc.Compression.Gzip),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "larger than max",
+    ),
 }
 
 
@@ -141,10 +198,16 @@ def test_x_api_key_header_and_metadata(tenant, http_url, grpc_channel):
     assert tenant.count("otel_traces") == 6
 
 
-@pytest.mark.parametrize("coding, compress", [
-    ("gzip", gzip.compress), ("deflate", zlib.compress), ("zstd", zstandard.ZstdCompressor().compress),
-    ("deflate", lambda data: zlib.compress(data, wbits=-15)),
-], ids=["gzip", "deflate", "zstd", "raw-deflate"])
+@pytest.mark.parametrize(
+    "coding, compress",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("zstd", zstandard.ZstdCompressor().compress),
+        ("deflate", lambda data: zlib.compress(data, wbits=-15)),
+    ],
+    ids=["gzip", "deflate", "zstd", "raw-deflate"],
+)
 def test_http_compressed_bodies(coding, compress, tenant, http_url):
     reply = http_post(http_url, "traces", compress(GOOD), key=tenant.key, headers={"Content-Encoding": coding})
     assert reply.status == 200
@@ -182,16 +245,23 @@ def test_partial_success_drops_only_invalid_items(tenant, http_url, grpc_channel
     assert reply.status == 200
     partial = ExportTraceServiceResponse.FromString(reply.body).partial_success
     assert partial.rejected_spans == 1 and "trace_id must be 16 bytes" in partial.error_message
-    response = ExportTraceServiceResponse.FromString(grpc_export(grpc_channel, "traces", request.SerializeToString(), key=tenant.key))
+    response = ExportTraceServiceResponse.FromString(
+        grpc_export(grpc_channel, "traces", request.SerializeToString(), key=tenant.key)
+    )
     assert response.partial_success.rejected_spans == 1
-    names = [r["SpanName"] for r in tenant.rows("SELECT SpanName FROM otel_traces WHERE TenantId = {tenant_id:String} ORDER BY SpanName")]
+    names = [
+        r["SpanName"]
+        for r in tenant.rows("SELECT SpanName FROM otel_traces WHERE TenantId = {tenant_id:String} ORDER BY SpanName")
+    ]
     assert names == ["span-0", "span-0", "span-2", "span-2"]
 
 
 def test_partial_success_json_reply(tenant, http_url):
     document = otlp_requests.traces_json()
     document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "abcd"
-    reply = http_post(http_url, "traces", otlp_requests.dumps(document), key=tenant.key, content_type="application/json")
+    reply = http_post(
+        http_url, "traces", otlp_requests.dumps(document), key=tenant.key, content_type="application/json"
+    )
     assert reply.status == 200
     import json
 

@@ -1,5 +1,6 @@
 """Invoices: included volume, mid-month plan changes, zero usage, tenants created mid-month,
 idempotence; and the whole path from stored usage to an invoice line."""
+
 from __future__ import annotations
 
 import io
@@ -30,16 +31,19 @@ def _no_seeded_plans(db):
 def _plan(slug: str, *, base: str, included: int, per_million: str, per_gb: str = "0") -> Plan:
     plan = Plan.objects.create(name=slug.title(), slug=slug, base_fee=Decimal(base), price_per_gb=Decimal(per_gb))
     for signal in ("traces", "metrics", "logs"):
-        PlanSignal.objects.create(plan=plan, signal=signal, included_items=included,
-                                  price_per_million=Decimal(per_million))
+        PlanSignal.objects.create(
+            plan=plan, signal=signal, included_items=included, price_per_million=Decimal(per_million)
+        )
     return plan
 
 
 def _volume(per_tenant_window):
     """Usage as the usage table would report it: items spread evenly over November."""
+
     def volume(tenant_id, since, until):
         share = Decimal((until - since).total_seconds()) / Decimal((DEC - NOV).total_seconds())
         return {signal: (int(items * share), int(size * share)) for signal, (items, size) in per_tenant_window.items()}
+
     return volume
 
 
@@ -53,12 +57,13 @@ def _tenant(slug: str, plan: Plan, since: datetime):
 def test_included_volume_is_free_and_the_rest_priced_per_million():
     pro = _plan("pro", base="99.00", included=100_000_000, per_million="0.30", per_gb="0.10")
     tenant = _tenant("acme", pro, NOV)
-    invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({
-        "traces": (150_000_000, 50 * 10**9), "logs": (20_000_000, 0)}))
+    invoice = generate_invoice(
+        tenant=tenant, period="2026-11", volume=_volume({"traces": (150_000_000, 50 * 10**9), "logs": (20_000_000, 0)})
+    )
     amounts = {line.description.split(":")[0].split(" plan")[0]: line.amount for line in invoice.lines.all()}
     assert amounts["Pro"] == Decimal("99.00")
-    assert amounts["traces"] == Decimal("15.00")   # 50M above the included 100M at 0.30
-    assert amounts["logs"] == Decimal("0.00")      # inside the included volume
+    assert amounts["traces"] == Decimal("15.00")  # 50M above the included 100M at 0.30
+    assert amounts["logs"] == Decimal("0.00")  # inside the included volume
     assert amounts["ingested data (Pro)"] == Decimal("5.00")  # 50 GB at 0.10
     assert invoice.total == Decimal("119.00")
 
@@ -73,7 +78,9 @@ def test_zero_usage_is_the_base_fee():
 
 @pytest.mark.django_db
 def test_tenant_created_mid_month_pays_its_share():
-    tenant = _tenant("late", _plan("pro", base="90.00", included=0, per_million="0"), datetime(2026, 11, 21, tzinfo=UTC))
+    tenant = _tenant(
+        "late", _plan("pro", base="90.00", included=0, per_million="0"), datetime(2026, 11, 21, tzinfo=UTC)
+    )
     invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({}))
     assert invoice.total == Decimal("30.00")  # 10 of 30 days
 
@@ -87,7 +94,9 @@ def test_plan_change_mid_month_prorates_both_plans():
     invoice = generate_invoice(tenant=tenant, period="2026-11", volume=_volume({"traces": (60_000_000, 0)}))
     lines = list(invoice.lines.all())
     assert [line.description.split(",")[0] for line in lines if "base fee" in line.description] == [
-        "Free plan base fee", "Pro plan base fee"]
+        "Free plan base fee",
+        "Pro plan base fee",
+    ]
     pro_traces = next(line for line in lines if line.description.startswith("traces") and "(Pro)" in line.description)
     # Pro covers 20 of 30 days: 40M items used there, 20M of its 30M included, so 20M at 1.00.
     assert pro_traces.amount == Decimal("20.00")
@@ -125,9 +134,15 @@ def test_generate_invoices_command_bills_stored_usage(make_tenant, http_url):
 
     tenant = make_tenant("billed")
     plan = _plan("metered", base="0", included=0, per_million="1000000")  # 1.00 per item, to see it
-    change_plan(actor=SYSTEM, tenant=tenant.tenant, plan=plan, at=datetime.now(UTC).replace(day=1, hour=0, minute=0,
-                                                                                           second=0, microsecond=0))
-    assert http_post(http_url, "traces", otlp_requests.traces_request(7).SerializeToString(), key=tenant.key).status == 200
+    change_plan(
+        actor=SYSTEM,
+        tenant=tenant.tenant,
+        plan=plan,
+        at=datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+    )
+    assert (
+        http_post(http_url, "traces", otlp_requests.traces_request(7).SerializeToString(), key=tenant.key).status == 200
+    )
     period = datetime.now(UTC).strftime("%Y-%m")
     out = io.StringIO()
     call_command("generate_invoices", "--period", period, stdout=out)
@@ -151,7 +166,9 @@ def test_usage_and_invoices_in_the_console_and_the_api(make_tenant, http_url, co
     plan = _plan("metered", base="5.00", included=0, per_million="0")
     PlanSignal.objects.filter(plan=plan, signal="logs").update(items_per_day=4)
     change_plan(actor=SYSTEM, tenant=tenant.tenant, plan=plan)
-    assert http_post(http_url, "traces", otlp_requests.traces_request(5).SerializeToString(), key=tenant.key).status == 200
+    assert (
+        http_post(http_url, "traces", otlp_requests.traces_request(5).SerializeToString(), key=tenant.key).status == 200
+    )
     assert http_post(http_url, "logs", otlp_requests.logs_request(3).SerializeToString(), key=tenant.key).status == 200
     call_command("generate_invoices", "--period", datetime.now(UTC).strftime("%Y-%m"), stdout=io.StringIO())
     invoice = Invoice.objects.get(tenant=tenant.tenant)
@@ -172,7 +189,9 @@ def test_usage_and_invoices_in_the_console_and_the_api(make_tenant, http_url, co
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {create_console_token(actor=SYSTEM, user=admin_user).secret}")
     usage = api.get(f"/api/v1/tenants/{tenant.tenant.slug}/usage/").json()
     assert {(row["signal"], row["outcome"], row["items_accepted"]) for row in usage} == {
-        ("traces", "accepted", 5), ("logs", "accepted", 3)}
+        ("traces", "accepted", 5),
+        ("logs", "accepted", 3),
+    }
     as_csv = api.get(f"/api/v1/tenants/{tenant.tenant.slug}/usage/", {"format": "csv"})
     assert as_csv.content.decode().splitlines()[0] == "day,signal,outcome,requests,items,items_accepted,bytes"
     invoices = api.get("/api/v1/invoices/", {"tenant": tenant.tenant.slug}).json()["results"]
@@ -180,7 +199,8 @@ def test_usage_and_invoices_in_the_console_and_the_api(make_tenant, http_url, co
     assert api.get(f"/api/v1/invoices/{invoice.pk}/download/", {"format": "html"}).status_code == 200
     auditor_api = APIClient()
     auditor_api.credentials(
-        HTTP_AUTHORIZATION=f"Bearer {create_console_token(actor=SYSTEM, user=console_user(AUDITOR)).secret}")
+        HTTP_AUTHORIZATION=f"Bearer {create_console_token(actor=SYSTEM, user=console_user(AUDITOR)).secret}"
+    )
     assert auditor_api.get("/api/v1/invoices/").status_code == 403
 
 

@@ -2,6 +2,7 @@
 and revokes it; an auditor cannot edit and downloads an export that verifies.
 
 Screenshots go to $GATEWAY_SCREENSHOT_DIR (default: the test's tmp dir)."""
+
 from __future__ import annotations
 
 import io
@@ -37,9 +38,19 @@ def browser(monkeypatch):
     if sync_playwright is None:
         pytest.skip("playwright is not installed")
     with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         yield instance
         instance.close()
 
@@ -113,7 +124,8 @@ def test_admin_and_auditor_in_the_console(browser, live_server, console_user, sh
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
         data_name = next(n for n in names if n.startswith("audit-") and n.endswith(".jsonl"))
-        report = verify_export(zf.read(data_name), zf.read("manifest.json"), zf.read("manifest.json.sig"),
-                               public_key_pem())
+        report = verify_export(
+            zf.read(data_name), zf.read("manifest.json"), zf.read("manifest.json.sig"), public_key_pem()
+        )
     assert report.ok, report.problems
     assert b"key.revoked" in zipfile.ZipFile(io.BytesIO(archive.read_bytes())).read(data_name)

@@ -4,6 +4,7 @@ tenant). No ClickHouse cluster runs here: the cluster DDL is checked as text, pa
 ClickHouse's own parser (chDB's formatQuery), and its Distributed tables are created for real
 in chDB with a configured cluster (ON CLUSTER and replication need ClickHouse Keeper, so those
 two parts are the only ones not executed)."""
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,10 @@ def test_cluster_layout_creates_replicated_local_tables_then_distributed_tables_
         table = _created_name(distributed)
         assert local.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local ON CLUSTER 'gw' (")
         family = "SummingMergeTree" if table == USAGE_TABLE else "MergeTree"
-        assert f"ENGINE = Replicated{family}('/clickhouse/tables/{{shard}}/{{database}}/{table}_local', '{{replica}}')" in local
+        assert (
+            f"ENGINE = Replicated{family}('/clickhouse/tables/{{shard}}/{{database}}/{table}_local', '{{replica}}')"
+            in local
+        )
         assert distributed == (
             f"CREATE TABLE IF NOT EXISTS {table} ON CLUSTER 'gw' AS {table}_local\n"
             f"ENGINE = Distributed('gw', currentDatabase(), '{table}_local', cityHash64(TenantId))"
@@ -77,7 +81,10 @@ def test_migrations_table_is_one_replicated_copy_on_every_server():
     statement = migrations_table_statement(CLUSTER)
     assert statement.startswith(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ON CLUSTER 'gw' ")
     # No {shard} in the path: every server of every shard shares the applied versions.
-    assert f"ReplicatedMergeTree('/clickhouse/tables/{{database}}/{MIGRATIONS_TABLE}', '{{shard}}-{{replica}}')" in statement
+    assert (
+        f"ReplicatedMergeTree('/clickhouse/tables/{{database}}/{MIGRATIONS_TABLE}', '{{shard}}-{{replica}}')"
+        in statement
+    )
 
 
 def test_cluster_names_that_could_break_the_ddl_are_refused():
@@ -135,13 +142,16 @@ def test_cluster_ddl_is_valid_clickhouse_and_distributed_tables_mirror_their_loc
     statements = [migrations_table_statement(CLUSTER), *_statements(CLUSTER)]
     out = subprocess.run(
         [sys.executable, "-c", _CHDB_SCRIPT, str(tmp_path / "chdb"), str(config), json.dumps(statements)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for table in TENANT_TABLES:
         assert result["tables"][table] == [
-            "Distributed", f"Distributed('gw', 'default', '{table}_local', cityHash64(TenantId))"
+            "Distributed",
+            f"Distributed('gw', 'default', '{table}_local', cityHash64(TenantId))",
         ]
         assert result["tables"][f"{table}_local"][0] == ("SummingMergeTree" if table == USAGE_TABLE else "MergeTree")
         assert result["columns"][table] == result["columns"][f"{table}_local"]

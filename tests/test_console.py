@@ -1,5 +1,6 @@
 """The console (Django admin): keys shown once, revoke and rotate actions, roles, the read-only
 audit log, and the brute-force-limited, audited login."""
+
 from __future__ import annotations
 
 import re
@@ -20,22 +21,26 @@ SECRET = re.compile(r"otlpgw_[0-9A-Za-z]{36}")
 
 def _login(user) -> Client:
     client = Client()
-    response = client.post(reverse("admin:login"), {"username": user.username, "password": user.raw_password,
-                                                    "next": "/admin/"})
+    response = client.post(
+        reverse("admin:login"), {"username": user.username, "password": user.raw_password, "next": "/admin/"}
+    )
     assert response.status_code == 302, response.content[:500]
     return client
 
 
 def test_admin_creates_tenant_and_key_and_sees_it_once(console_user):
     client = _login(console_user(GATEWAY_ADMIN))
-    response = client.post(reverse("admin:tenants_tenant_add"), {
-        "name": "Acme", "slug": "acme", "retention_days": 30, "sensitive_attribute_keys": '["user.email"]'})
+    response = client.post(
+        reverse("admin:tenants_tenant_add"),
+        {"name": "Acme", "slug": "acme", "retention_days": 30, "sensitive_attribute_keys": '["user.email"]'},
+    )
     assert response.status_code == 302
     tenant = Tenant.objects.get(slug="acme")
     assert tenant.sensitive_attribute_keys == ["user.email"]
 
-    page = client.post(reverse("admin:tenants_apikey_add"), {
-        "tenant": tenant.pk, "name": "prod", "scopes": ["traces", "metrics"]})
+    page = client.post(
+        reverse("admin:tenants_apikey_add"), {"tenant": tenant.pk, "name": "prod", "scopes": ["traces", "metrics"]}
+    )
     assert page.status_code == 200 and "no-store" in page["Cache-Control"]
     secrets_shown = SECRET.findall(page.content.decode())
     assert len(set(secrets_shown)) == 1
@@ -43,8 +48,9 @@ def test_admin_creates_tenant_and_key_and_sees_it_once(console_user):
     assert secrets_shown[0].startswith(key.prefix) and key.scopes == ["traces", "metrics"]
     for url in (reverse("admin:tenants_apikey_changelist"), reverse("admin:tenants_apikey_change", args=[key.pk])):
         assert secrets_shown[0] not in client.get(url).content.decode()
-    assert list(AuditEvent.objects.filter(actor="user:gateway-admin").values_list("action", flat=True)
-                .order_by("seq"))[-2:] == ["tenant.created", "key.created"]
+    assert list(AuditEvent.objects.filter(actor="user:gateway-admin").values_list("action", flat=True).order_by("seq"))[
+        -2:
+    ] == ["tenant.created", "key.created"]
 
 
 def test_revoke_and_rotate_actions(console_user):
@@ -65,14 +71,20 @@ def test_revoke_and_rotate_actions(console_user):
 def test_suspend_action_and_tenant_edit_are_audited(console_user):
     issued = create_tenant_with_key(actor=SYSTEM, name="Acme", slug="acme")
     client = _login(console_user(GATEWAY_ADMIN))
-    client.post(reverse("admin:tenants_tenant_changelist"),
-                {"action": "suspend_tenants", "_selected_action": [issued.api_key.tenant.pk]})
+    client.post(
+        reverse("admin:tenants_tenant_changelist"),
+        {"action": "suspend_tenants", "_selected_action": [issued.api_key.tenant.pk]},
+    )
     assert Tenant.objects.get(slug="acme").status == "suspended"
-    client.post(reverse("admin:tenants_tenant_change", args=[issued.api_key.tenant.pk]), {
-        "name": "Acme Inc", "slug": "acme", "retention_days": 45, "sensitive_attribute_keys": "[]"})
+    client.post(
+        reverse("admin:tenants_tenant_change", args=[issued.api_key.tenant.pk]),
+        {"name": "Acme Inc", "slug": "acme", "retention_days": 45, "sensitive_attribute_keys": "[]"},
+    )
     event = AuditEvent.objects.filter(action="tenant.updated").latest("seq")
-    assert event.changes == {"before": {"name": "Acme", "retention_days": 30},
-                             "after": {"name": "Acme Inc", "retention_days": 45}}
+    assert event.changes == {
+        "before": {"name": "Acme", "retention_days": 30},
+        "after": {"name": "Acme Inc", "retention_days": 45},
+    }
 
 
 def test_audit_log_is_read_only_for_everyone(console_user):
@@ -83,10 +95,12 @@ def test_audit_log_is_read_only_for_everyone(console_user):
         assert client.get(reverse("admin:tenants_auditevent_changelist")).status_code == 200
         view = client.get(reverse("admin:tenants_auditevent_change", args=[event.pk]))
         assert view.status_code == 200 and 'name="_save"' not in view.content.decode()
-        assert client.post(reverse("admin:tenants_auditevent_change", args=[event.pk]),
-                           {"actor": "x"}).status_code == 403
-        assert client.post(reverse("admin:tenants_auditevent_delete", args=[event.pk]),
-                           {"post": "yes"}).status_code == 403
+        assert (
+            client.post(reverse("admin:tenants_auditevent_change", args=[event.pk]), {"actor": "x"}).status_code == 403
+        )
+        assert (
+            client.post(reverse("admin:tenants_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+        )
         assert client.get(reverse("admin:tenants_auditevent_add")).status_code == 403
 
 
@@ -96,10 +110,14 @@ def test_auditor_gets_403_on_every_change_view(console_user):
     client = _login(auditor)
     tenant_pk, key_pk = issued.api_key.tenant.pk, issued.api_key.pk
     for url in (
-        reverse("admin:tenants_tenant_add"), reverse("admin:tenants_tenant_change", args=[tenant_pk]),
-        reverse("admin:tenants_tenant_delete", args=[tenant_pk]), reverse("admin:tenants_apikey_add"),
-        reverse("admin:auth_user_add"), reverse("admin:auth_user_change", args=[auditor.pk]),
-        reverse("admin:auth_group_add"), reverse("admin:tenants_consoletoken_add"),
+        reverse("admin:tenants_tenant_add"),
+        reverse("admin:tenants_tenant_change", args=[tenant_pk]),
+        reverse("admin:tenants_tenant_delete", args=[tenant_pk]),
+        reverse("admin:tenants_apikey_add"),
+        reverse("admin:auth_user_add"),
+        reverse("admin:auth_user_change", args=[auditor.pk]),
+        reverse("admin:auth_group_add"),
+        reverse("admin:tenants_consoletoken_add"),
         reverse("admin:billing_plan_add"),
     ):
         assert client.get(url).status_code == 403, url
@@ -129,12 +147,23 @@ def test_role_changes_and_logins_are_audited(console_user):
     admin_user = console_user(GATEWAY_ADMIN)
     client = _login(admin_user)
     target = console_user(AUDITOR, username="bob")
-    client.post(reverse("admin:auth_user_change", args=[target.pk]), {
-        "username": "bob", "is_active": "on", "is_staff": "on", "groups": [Group.objects.get(name=GATEWAY_ADMIN).pk],
-        "date_joined_0": "2026-11-01", "date_joined_1": "00:00:00", "initial-date_joined_0": "2026-11-01",
-        "initial-date_joined_1": "00:00:00"})
-    changes = [e.changes["after"] for e in AuditEvent.objects.filter(action="user.roles_changed", target_repr="bob",
-                                                                       actor="user:gateway-admin")]
+    client.post(
+        reverse("admin:auth_user_change", args=[target.pk]),
+        {
+            "username": "bob",
+            "is_active": "on",
+            "is_staff": "on",
+            "groups": [Group.objects.get(name=GATEWAY_ADMIN).pk],
+            "date_joined_0": "2026-11-01",
+            "date_joined_1": "00:00:00",
+            "initial-date_joined_0": "2026-11-01",
+            "initial-date_joined_1": "00:00:00",
+        },
+    )
+    changes = [
+        e.changes["after"]
+        for e in AuditEvent.objects.filter(action="user.roles_changed", target_repr="bob", actor="user:gateway-admin")
+    ]
     assert {"added_roles": [GATEWAY_ADMIN], "removed_roles": []} in changes
     assert {"added_roles": [], "removed_roles": [AUDITOR]} in changes
     assert AuditEvent.objects.filter(action="auth.login", actor="user:gateway-admin").exists()
@@ -155,8 +184,12 @@ def test_login_is_rate_limited_and_failures_are_audited(console_user, ratelimit_
     assert "wrong" not in str(list(failures.values()))
     assert AuditEvent.objects.filter(action="auth.login_throttled").count() == 1
     other_address = Client(REMOTE_ADDR="198.51.100.9")
-    assert other_address.post(reverse("admin:login"), {"username": user.username,
-                                                       "password": user.raw_password}).status_code == 302
+    assert (
+        other_address.post(
+            reverse("admin:login"), {"username": user.username, "password": user.raw_password}
+        ).status_code
+        == 302
+    )
 
 
 def test_roles_cover_models_added_after_the_roles_migration():
@@ -166,4 +199,6 @@ def test_roles_cover_models_added_after_the_roles_migration():
     assert {"view_invoice", "change_invoice", "view_plansignal", "view_clientcertificate"} <= admin_codenames
     assert not {"change_auditevent", "delete_auditevent"} & admin_codenames
     assert set(Group.objects.get(name=AUDITOR).permissions.values_list("codename", flat=True)) == {
-        "view_auditevent", "export_auditevent"}
+        "view_auditevent",
+        "export_auditevent",
+    }

@@ -1,6 +1,7 @@
 """Browsers can export (CORS), and a tenant's key works only from that tenant's own sites:
 preflights answered from the gateway's list, the request itself checked against the tenant's,
 and a real headless Chromium sending with fetch() from a page on another origin."""
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,11 @@ def _request(port: int, method: str, headers: dict, body: bytes | None = None):
 
 
 def _preflight(port: int, origin: str, headers: str = "content-type,authorization"):
-    return _request(port, "OPTIONS", {"Origin": origin, "Access-Control-Request-Method": "POST",
-                                      "Access-Control-Request-Headers": headers})
+    return _request(
+        port,
+        "OPTIONS",
+        {"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": headers},
+    )
 
 
 @override_settings(GATEWAY_CORS_ALLOWED_ORIGINS=[SITE, "https://*.example.org"])
@@ -61,21 +65,28 @@ def test_a_browser_request_must_come_from_one_of_the_tenants_origins(make_tenant
     ours.tenant.refresh_from_db()
     assert ours.tenant.allowed_origins == [SITE]  # stored normalised
     headers = {"Content-Type": "application/json", "Origin": SITE}
-    status, reply_headers, _ = _request(http_server.port, "POST", {**headers, "Authorization": f"Bearer {ours.key}"},
-                                        JSON_BODY)
+    status, reply_headers, _ = _request(
+        http_server.port, "POST", {**headers, "Authorization": f"Bearer {ours.key}"}, JSON_BODY
+    )
     assert status == 200 and reply_headers["access-control-allow-origin"] == SITE
-    status, reply_headers, body = _request(http_server.port, "POST",
-                                           {**headers, "Authorization": f"Bearer {other.key}"}, JSON_BODY)
+    status, reply_headers, body = _request(
+        http_server.port, "POST", {**headers, "Authorization": f"Bearer {other.key}"}, JSON_BODY
+    )
     assert status == 403 and reply_headers["access-control-allow-origin"] == SITE  # the page can read why
     assert b"does not allow browser requests from https://app.example.com" in body
     # SDKs and Collectors send no Origin: not affected.
-    status, _, _ = _request(http_server.port, "POST", {"Content-Type": "application/json",
-                                                       "Authorization": f"Bearer {other.key}"}, JSON_BODY)
+    status, _, _ = _request(
+        http_server.port,
+        "POST",
+        {"Content-Type": "application/json", "Authorization": f"Bearer {other.key}"},
+        JSON_BODY,
+    )
     assert status == 200
     assert ours.count("otel_traces") == other.count("otel_traces") == SPANS
     assert runtime.get_pipeline().batcher.drain(30)
-    outcomes = {r["Outcome"] for r in other.rows(
-        "SELECT Outcome FROM gateway_usage WHERE TenantId = {tenant_id:String}")}
+    outcomes = {
+        r["Outcome"] for r in other.rows("SELECT Outcome FROM gateway_usage WHERE TenantId = {tenant_id:String}")
+    }
     assert outcomes == {"unauthorized", "accepted"}
 
 

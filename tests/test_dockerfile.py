@@ -1,6 +1,7 @@
 """The container image, as far as it can be checked without a Docker engine: the Dockerfile's
 stages, user and entrypoint, and that everything it copies and runs exists. The processes the
 entrypoint starts are run for real in tests/test_production.py."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -58,12 +59,15 @@ def test_runs_as_a_numeric_non_root_user():
     assert uid.isdigit() and int(uid) > 0 and gid.isdigit() and int(gid) > 0
     # USER comes after every instruction that needs root.
     keywords = [keyword for keyword, _ in _stages()["runtime"]]
-    assert "RUN" not in keywords[keywords.index("USER"):]
+    assert "RUN" not in keywords[keywords.index("USER") :]
 
 
 def test_everything_copied_exists_and_is_in_the_build_context():
-    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     sources = []
     for stage in _stages().values():
         for keyword, argument in stage:
@@ -76,8 +80,11 @@ def test_everything_copied_exists_and_is_in_the_build_context():
     # Every package the project ships is copied into the image.
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")
-                if any(fnmatch.fnmatch(path.parent.name, pattern) for pattern in patterns)}
+    packages = {
+        path.parent.name
+        for path in ROOT.glob("*/__init__.py")
+        if any(fnmatch.fnmatch(path.parent.name, pattern) for pattern in patterns)
+    }
     assert packages <= set(sources)
 
 
@@ -91,8 +98,9 @@ def test_entrypoint_roles_are_real_commands():
     for role in ("http", "grpc", "migrate", "all-in-one"):
         assert re.search(rf"^\s+{re.escape(role)}\)", text, re.MULTILINE), role
     used = set(re.findall(r"\"\$PYTHON\" manage\.py (\w+)", text))
-    out = subprocess.run([sys.executable, "manage.py", "help", "--commands"], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "help", "--commands"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert used == {"serve_http", "serve_grpc", "check", "migrate", "migrate_clickhouse", "serve"}
     assert used <= set(out.stdout.split())
 

@@ -1,6 +1,7 @@
 """Envelope encryption at rest: sensitive values are ciphertext in ClickHouse, readable only
 through the tenant's scoped reader; data-key and master-key rotation; crypto-shredding on
 delete; no secret in logs."""
+
 from __future__ import annotations
 
 import base64
@@ -37,8 +38,10 @@ def _send(http_url, tenant, **attributes) -> None:
     assert http_post(http_url, "traces", request.SerializeToString(), key=tenant.key).status == 200
 
 
-SQL = ("SELECT SpanAttributes, ResourceAttributes, Events.Attributes AS EventAttributes FROM otel_traces"
-       " WHERE TenantId = {tenant_id:String} ORDER BY Timestamp")
+SQL = (
+    "SELECT SpanAttributes, ResourceAttributes, Events.Attributes AS EventAttributes FROM otel_traces"
+    " WHERE TenantId = {tenant_id:String} ORDER BY Timestamp"
+)
 
 
 def test_sensitive_values_are_ciphertext_at_rest(http_url, tenant, store):
@@ -46,18 +49,29 @@ def test_sensitive_values_are_ciphertext_at_rest(http_url, tenant, store):
     _send(http_url, tenant, **{"user.email": "ada@example.com", "card.last4": "4242", "http.route": "/pay"})
     (raw,) = TenantReader(store, str(tenant.tenant.id)).rows(SQL)  # no key: what ClickHouse holds
     assert raw["SpanAttributes"]["http.route"] == "/pay"
-    for value in (raw["SpanAttributes"]["user.email"], raw["SpanAttributes"]["card.last4"],
-                  raw["ResourceAttributes"]["enduser.id"], raw["EventAttributes"][0]["db.statement"]):
+    for value in (
+        raw["SpanAttributes"]["user.email"],
+        raw["SpanAttributes"]["card.last4"],
+        raw["ResourceAttributes"]["enduser.id"],
+        raw["EventAttributes"][0]["db.statement"],
+    ):
         assert value.startswith("enc:v1:")
     # Every column but the random hex ids (one of which could hold "4242" by chance) of every row
     # ClickHouse holds, so a plaintext copy anywhere would be found.
-    dump = str(store.dangerously_query_unscoped(
-        "SELECT * EXCEPT (TraceId, SpanId, ParentSpanId, `Links.TraceId`, `Links.SpanId`) FROM otel_traces",
-        reason="test").result_rows)
+    dump = str(
+        store.dangerously_query_unscoped(
+            "SELECT * EXCEPT (TraceId, SpanId, ParentSpanId, `Links.TraceId`, `Links.SpanId`) FROM otel_traces",
+            reason="test",
+        ).result_rows
+    )
     assert "ada@example.com" not in dump and "4242" not in dump and "SELECT secret" not in dump
     (plain,) = tenant.rows(SQL)  # the tenant's scoped reader decrypts
-    assert plain["SpanAttributes"] == {"i": "0", "user.email": "ada@example.com", "card.last4": "4242",
-                                       "http.route": "/pay"}
+    assert plain["SpanAttributes"] == {
+        "i": "0",
+        "user.email": "ada@example.com",
+        "card.last4": "4242",
+        "http.route": "/pay",
+    }
     assert plain["ResourceAttributes"]["enduser.id"] == "u-77"
     assert plain["EventAttributes"] == [{"db.statement": "SELECT secret FROM t"}]
 
@@ -99,8 +113,10 @@ def test_master_key_rotation_rewraps_without_touching_data(http_url, tenant, tmp
         encryption._unwrap(encryption.load_master_key(), bytes(row.wrapped_key), str(tenant.tenant.id), 1)
     monkeypatch.setenv("GATEWAY_MASTER_KEY", new_key_file.read_text().strip())
     encryption._rings.clear()
-    assert reader_for(tenant.reader._store, tenant.tenant.id).rows(SQL)[0]["SpanAttributes"]["user.email"] == \
-        "kept@example.com"
+    assert (
+        reader_for(tenant.reader._store, tenant.tenant.id).rows(SQL)[0]["SpanAttributes"]["user.email"]
+        == "kept@example.com"
+    )
     assert AuditEvent.objects.filter(action="master_key.rotated").exists()
     encryption._rings.clear()
 
@@ -110,7 +126,9 @@ def test_deleting_a_tenant_shreds_its_keys(http_url, tenant, store):
     (raw,) = TenantReader(store, str(tenant.tenant.id)).rows(SQL)
     ciphertext = raw["SpanAttributes"]["user.email"]
     delete_tenant(actor=SYSTEM, tenant=tenant.tenant, store=store)
-    assert all(bytes(k.wrapped_key) == b"" and k.destroyed_at for k in TenantDataKey.objects.filter(tenant=tenant.tenant))
+    assert all(
+        bytes(k.wrapped_key) == b"" and k.destroyed_at for k in TenantDataKey.objects.filter(tenant=tenant.tenant)
+    )
     with pytest.raises(KeyUnavailable):
         key_ring(str(tenant.tenant.id)).decrypt("user.email", ciphertext)
     master = encryption.load_master_key()
@@ -160,12 +178,14 @@ def test_protect_replaces_only_the_rows_it_encrypts(tenant):
     spans = request.resource_spans[0].scope_spans[0].spans
     for span, value in zip(spans, ("db.statement", "cache.key", "cache.key")):
         span.events.add(name="e", time_unix_nano=otlp_requests.NOW_NS).attributes.append(
-            otlp_requests.kv(value, "SELECT 1"))
+            otlp_requests.kv(value, "SELECT 1")
+        )
     tenant_id = str(tenant.tenant.id)
     batches = flatten_traces(request, tenant_id=tenant_id, retention_days=7).batches
     columns = dict(zip(batches[0].column_names, batches[0].columns))
-    events, span_maps, resources = (list(columns[name]) for name in ("Events.Attributes", "SpanAttributes",
-                                                                     "ResourceAttributes"))
+    events, span_maps, resources = (
+        list(columns[name]) for name in ("Events.Attributes", "SpanAttributes", "ResourceAttributes")
+    )
 
     assert protect(batches, ring=key_ring(tenant_id), sensitive=frozenset()) == 0
     assert all(a is b for a, b in zip(columns["Events.Attributes"], events))
@@ -182,8 +202,14 @@ def test_protect_replaces_only_the_rows_it_encrypts(tenant):
 def _kvlist(**values):
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 
-    return AnyValue(kvlist_value=KeyValueList(values=[
-        KeyValue(key=k, value=v if isinstance(v, AnyValue) else AnyValue(string_value=v)) for k, v in values.items()]))
+    return AnyValue(
+        kvlist_value=KeyValueList(
+            values=[
+                KeyValue(key=k, value=v if isinstance(v, AnyValue) else AnyValue(string_value=v))
+                for k, v in values.items()
+            ]
+        )
+    )
 
 
 def test_sensitive_keys_at_any_depth_and_in_any_case_are_ciphertext_at_rest(http_url, grpc_channel, tenant, store):
@@ -194,17 +220,26 @@ def test_sensitive_keys_at_any_depth_and_in_any_case_are_ciphertext_at_rest(http
     request = otlp_requests.traces_request(1)
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.attributes.append(KeyValue(key="ctx", value=_kvlist(**{"user.email": "nested@example.com"})))
-    span.attributes.append(KeyValue(key="deep", value=AnyValue(array_value=ArrayValue(values=[
-        _kvlist(level=_kvlist(**{"DB.Statement": "SELECT deep_secret"}))]))))
+    span.attributes.append(
+        KeyValue(
+            key="deep",
+            value=AnyValue(
+                array_value=ArrayValue(values=[_kvlist(level=_kvlist(**{"DB.Statement": "SELECT deep_secret"}))])
+            ),
+        )
+    )
     span.attributes.append(otlp_requests.kv("User.Email", "upper@example.com"))
     span.attributes.append(otlp_requests.kv("note", '{"looks": "like json", "but": "is harmless"}'))
     body = request.SerializeToString()
     assert http_post(http_url, "traces", body, key=tenant.key).status == 200
     grpc_export(grpc_channel, "traces", body, key=tenant.key)
 
-    dump = str(store.dangerously_query_unscoped(
-        "SELECT * EXCEPT (TraceId, SpanId, ParentSpanId, `Links.TraceId`, `Links.SpanId`) FROM otel_traces",
-        reason="test").result_rows)
+    dump = str(
+        store.dangerously_query_unscoped(
+            "SELECT * EXCEPT (TraceId, SpanId, ParentSpanId, `Links.TraceId`, `Links.SpanId`) FROM otel_traces",
+            reason="test",
+        ).result_rows
+    )
     for secret in ("nested@example.com", "deep_secret", "upper@example.com"):
         assert secret not in dump
     rows = tenant.rows(SQL)

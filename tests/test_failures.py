@@ -1,6 +1,7 @@
 """Every way a request can fail ends in one reply the sender can act on and one usage row:
 hostile OTLP/JSON, a fault of the gateway's own, the database or the rate-limit store
 unreachable, rows storage refuses for what they are. Over both transports where it applies."""
+
 from __future__ import annotations
 
 import grpc
@@ -21,14 +22,34 @@ JSON = "application/json"
 
 def _usage(tenant) -> dict[str, tuple[int, int, int]]:
     assert runtime.get_pipeline().batcher.drain(30)
-    return {r["Outcome"]: (r["Requests"], r["Items"], r["ItemsAccepted"]) for r in tenant.rows(
-        "SELECT Outcome, sum(Requests) AS Requests, sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted "
-        "FROM gateway_usage WHERE TenantId = {tenant_id:String} GROUP BY Outcome")}
+    return {
+        r["Outcome"]: (r["Requests"], r["Items"], r["ItemsAccepted"])
+        for r in tenant.rows(
+            "SELECT Outcome, sum(Requests) AS Requests, sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted "
+            "FROM gateway_usage WHERE TenantId = {tenant_id:String} GROUP BY Outcome"
+        )
+    }
 
 
 def _span_json(**span) -> bytes:
-    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{
-        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "s", **span}]}]}]}
+    document = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                                "spanId": "eee19b7ec3c1b174",
+                                "name": "s",
+                                **span,
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     return otlp_requests.dumps(document)
 
 
@@ -36,8 +57,11 @@ HOSTILE_JSON = {
     "nesting 1000 deep": b'{"resourceSpans":' + b"[" * 1000 + b"]" * 1000 + b"}",
     "attribute values nested deep": (
         '{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":'
-        + '{"kvlistValue":{"values":[{"key":"b","value":' * 300 + '{"stringValue":"x"}' + "}]}}" * 300
-        + "}]}]}]}]}").encode(),
+        + '{"kvlistValue":{"values":[{"key":"b","value":' * 300
+        + '{"stringValue":"x"}'
+        + "}]}}" * 300
+        + "}]}]}]}]}"
+    ).encode(),
     "enum of 1e999": _span_json(kind=1e999).replace(b"Infinity", b"1e999"),
     "lone surrogate as an enum": _span_json().replace(b'"name": "s"', b'"kind": "\\ud800"'),
     "lone surrogate as a field name": _span_json().replace(b'"name"', b'"\\ud800"'),
@@ -77,6 +101,7 @@ def test_protobuf_nested_too_deep_is_invalid_on_both_transports(tenant, http_url
 @pytest.fixture
 def gateway_bug(monkeypatch):
     """A fault of the gateway's own in the middle of the pipeline (after authentication)."""
+
     def broken(signal, request):
         raise ZeroDivisionError("a bug")
 
@@ -84,8 +109,9 @@ def gateway_bug(monkeypatch):
 
 
 @pytest.mark.parametrize("content_type", ["application/x-protobuf", JSON])
-def test_an_internal_error_is_a_500_status_with_a_reference_and_metered(content_type, tenant, http_url,
-                                                                        gateway_bug, caplog):
+def test_an_internal_error_is_a_500_status_with_a_reference_and_metered(
+    content_type, tenant, http_url, gateway_bug, caplog
+):
     body = GOOD if content_type != JSON else otlp_requests.dumps(otlp_requests.traces_json())
     reply = http_post(http_url, "traces", body, key=tenant.key, content_type=content_type)
     assert reply.status == 500 and reply.headers["content-type"] == content_type
@@ -127,8 +153,9 @@ def test_database_unreachable_while_loading_the_key_ring_is_retryable_and_metere
 
 def test_rate_limit_store_unreachable_is_retryable_and_metered(tenant, http_url, grpc_channel):
     on_plan(tenant, requests_per_second=100)
-    dead_redis = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                              "LOCATION": "redis://127.0.0.1:1/0"}}
+    dead_redis = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
     with override_settings(CACHES=dead_redis):
         reply = http_post(http_url, "traces", GOOD, key=tenant.key)
         assert reply.status == 503 and reply.headers["retry-after"]

@@ -1,5 +1,6 @@
 """Flattening: attribute values as the Collector's exporter stores them, and which items are
 rejected on their own (the rest of the request is kept)."""
+
 from __future__ import annotations
 
 import time
@@ -27,9 +28,16 @@ def test_any_value_strings():
     assert any_value_str(AnyValue(double_value=2.5)) == "2.5"
     assert any_value_str(AnyValue(bytes_value=b"\x00\x01")) == "AAE="
     assert any_value_str(AnyValue()) == ""
-    nested = AnyValue(kvlist_value=KeyValueList(values=[
-        KeyValue(key="a", value=AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(string_value="é")])))
-    ]))
+    nested = AnyValue(
+        kvlist_value=KeyValueList(
+            values=[
+                KeyValue(
+                    key="a",
+                    value=AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(string_value="é")])),
+                )
+            ]
+        )
+    )
     assert any_value_str(nested) == '{"a":[1,"é"]}'
 
 

@@ -2,6 +2,7 @@
 reading the parsed request message by message stores: checked against a plain reference
 flattener on random requests with every kind of attribute value, duplicates, long values,
 and each reason a span is rejected."""
+
 from __future__ import annotations
 
 import math
@@ -56,18 +57,34 @@ def _reference(request) -> tuple[list[tuple], list[str]]:
                     problems.append(problem)
                     continue
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                rows.append((
-                    TENANT, start, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
-                    span.trace_state, span.name, kinds[span.kind] if 0 <= span.kind < 6 else "Unspecified",
-                    resource.get("service.name", ""), resource, scope.name, scope.version,
-                    attributes(span.attributes), end - start if end > start else 0,
-                    codes[span.status.code] if 0 <= span.status.code < 3 else "Unset", span.status.message,
-                    [e.time_unix_nano for e in span.events], [e.name for e in span.events],
-                    [attributes(e.attributes) for e in span.events],
-                    [link.trace_id.hex() for link in span.links], [link.span_id.hex() for link in span.links],
-                    [link.trace_state for link in span.links], [attributes(link.attributes) for link in span.links],
-                    7,
-                ))
+                rows.append(
+                    (
+                        TENANT,
+                        start,
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        span.parent_span_id.hex(),
+                        span.trace_state,
+                        span.name,
+                        kinds[span.kind] if 0 <= span.kind < 6 else "Unspecified",
+                        resource.get("service.name", ""),
+                        resource,
+                        scope.name,
+                        scope.version,
+                        attributes(span.attributes),
+                        end - start if end > start else 0,
+                        codes[span.status.code] if 0 <= span.status.code < 3 else "Unset",
+                        span.status.message,
+                        [e.time_unix_nano for e in span.events],
+                        [e.name for e in span.events],
+                        [attributes(e.attributes) for e in span.events],
+                        [link.trace_id.hex() for link in span.links],
+                        [link.span_id.hex() for link in span.links],
+                        [link.trace_state for link in span.links],
+                        [attributes(link.attributes) for link in span.links],
+                        7,
+                    )
+                )
     return rows, problems
 
 
@@ -99,10 +116,16 @@ KEYS = ["http.method", "http.route", "", "é.clé", "k" * 130, "db.statement", "
 
 
 def _any_value(rng: random.Random, depth: int = 0) -> AnyValue:
-    kind = rng.choice(["string", "string", "string", "long string", "bool", "int", "double", "bytes",
-                       "unset", "empty string"] + (["array", "kvlist"] if depth < 2 else []))
+    kind = rng.choice(
+        ["string", "string", "string", "long string", "bool", "int", "double", "bytes", "unset", "empty string"]
+        + (["array", "kvlist"] if depth < 2 else [])
+    )
     if kind == "string":
-        return AnyValue(string_value=rng.choice(["GET", "/api/v1/orders/{id}", "ünïcødé ✓", "x" * 125, "y" * 126, str(rng.random())]))
+        return AnyValue(
+            string_value=rng.choice(
+                ["GET", "/api/v1/orders/{id}", "ünïcødé ✓", "x" * 125, "y" * 126, str(rng.random())]
+            )
+        )
     if kind == "long string":
         return AnyValue(string_value="z" * rng.choice([127, 128, 129, 300, 511, 512, 513, 5000]))
     if kind == "empty string":
@@ -110,7 +133,7 @@ def _any_value(rng: random.Random, depth: int = 0) -> AnyValue:
     if kind == "bool":
         return AnyValue(bool_value=rng.random() < 0.5)
     if kind == "int":
-        return AnyValue(int_value=rng.choice([0, -1, 200, 2**63 - 1, -(2**63), rng.randint(-10**6, 10**6)]))
+        return AnyValue(int_value=rng.choice([0, -1, 200, 2**63 - 1, -(2**63), rng.randint(-(10**6), 10**6)]))
     if kind == "double":
         return AnyValue(double_value=rng.choice([0.0, -0.0, 0.25, 1e300, math.inf, -math.inf, math.nan, rng.random()]))
     if kind == "bytes":
@@ -136,7 +159,9 @@ def _random_request(rng: random.Random) -> ExportTraceServiceRequest:
         resource_spans = request.resource_spans.add()
         resource_spans.resource.attributes.extend(_key_values(rng))
         if rng.random() < 0.7:
-            resource_spans.resource.attributes.add(key="service.name", value=AnyValue(string_value=rng.choice(["a", "b"])))
+            resource_spans.resource.attributes.add(
+                key="service.name", value=AnyValue(string_value=rng.choice(["a", "b"]))
+            )
         for _ in range(rng.randint(0, 3)):
             scope_spans = resource_spans.scope_spans.add()
             scope_spans.scope.name, scope_spans.scope.version = rng.choice([("", ""), ("lib", "1.0")])
@@ -151,11 +176,18 @@ def _random_request(rng: random.Random) -> ExportTraceServiceRequest:
                 span.status.message = rng.choice(["", "boom"])
                 span.attributes.extend(_key_values(rng))
                 for _ in range(rng.choice([0, 0, 1, 2])):
-                    span.events.add(time_unix_nano=span.start_time_unix_nano + 1, name=rng.choice(["e", "exception"]),
-                                    attributes=_key_values(rng, most=3))
+                    span.events.add(
+                        time_unix_nano=span.start_time_unix_nano + 1,
+                        name=rng.choice(["e", "exception"]),
+                        attributes=_key_values(rng, most=3),
+                    )
                 for _ in range(rng.choice([0, 0, 0, 1, 2])):
-                    span.links.add(trace_id=rng.randbytes(16), span_id=rng.randbytes(8), trace_state=rng.choice(["", "a=b"]),
-                                   attributes=_key_values(rng, most=3))
+                    span.links.add(
+                        trace_id=rng.randbytes(16),
+                        span_id=rng.randbytes(8),
+                        trace_state=rng.choice(["", "a=b"]),
+                        attributes=_key_values(rng, most=3),
+                    )
                 _break(span, rng.randint(0, 40), rng)  # a span in four gets a fault
     return request
 
@@ -210,13 +242,18 @@ def test_long_attributes_are_not_cached():
     long_value = KeyValue(key="db.statement", value=AnyValue(string_value="s" * raw.MAX_CACHED_ATTRIBUTE_BYTES))
     short_value = KeyValue(key="db.system", value=AnyValue(string_value="postgresql"))
     assert raw.raw_attributes([long_value.SerializeToString(), short_value.SerializeToString()]) == {
-        "db.statement": "s" * raw.MAX_CACHED_ATTRIBUTE_BYTES, "db.system": "postgresql"}
+        "db.statement": "s" * raw.MAX_CACHED_ATTRIBUTE_BYTES,
+        "db.system": "postgresql",
+    }
     assert list(raw._cache) == [short_value.SerializeToString()]
 
 
 def test_a_later_duplicate_key_wins_in_the_first_place():
-    key_values = [KeyValue(key="a", value=AnyValue(int_value=1)), KeyValue(key="b", value=AnyValue(bool_value=True)),
-                  KeyValue(key="a", value=AnyValue(string_value="again"))]
+    key_values = [
+        KeyValue(key="a", value=AnyValue(int_value=1)),
+        KeyValue(key="b", value=AnyValue(bool_value=True)),
+        KeyValue(key="a", value=AnyValue(string_value="again")),
+    ]
     result = raw.raw_attributes([kv.SerializeToString() for kv in key_values])
     assert list(result.items()) == list(attributes(key_values).items()) == [("a", "again"), ("b", "true")]
 
@@ -227,8 +264,13 @@ def test_each_rejection_reason_is_worded_as_before():
         request = ExportTraceServiceRequest()
         scope_spans = request.resource_spans.add().scope_spans.add()
         for i in range(2):
-            span = scope_spans.spans.add(name=f"s{i}", trace_id=rng.randbytes(16), span_id=rng.randbytes(8),
-                                         start_time_unix_nano=1, end_time_unix_nano=2)
+            span = scope_spans.spans.add(
+                name=f"s{i}",
+                trace_id=rng.randbytes(16),
+                span_id=rng.randbytes(8),
+                start_time_unix_nano=1,
+                end_time_unix_nano=2,
+            )
             span.events.add(time_unix_nano=3, name="e")
             span.links.add(trace_id=rng.randbytes(16), span_id=rng.randbytes(8))
         _break(scope_spans.spans[0], fault, rng)
@@ -240,9 +282,13 @@ def test_each_rejection_reason_is_worded_as_before():
 def test_a_request_parsed_as_the_raw_view_flattens_the_same():
     for seed in range(5):
         request = _random_request(random.Random(seed))
-        direct = flatten_traces(raw.RawTraces.FromString(request.SerializeToString()), tenant_id=TENANT,
-                                retention_days=7, window=ANY_TIME)
+        direct = flatten_traces(
+            raw.RawTraces.FromString(request.SerializeToString()), tenant_id=TENANT, retention_days=7, window=ANY_TIME
+        )
         usual = flatten_traces(request, tenant_id=TENANT, retention_days=7, window=ANY_TIME)
-        assert (direct.accepted, direct.rejected, direct.rejection_examples) == (usual.accepted, usual.rejected,
-                                                                               usual.rejection_examples)
+        assert (direct.accepted, direct.rejected, direct.rejection_examples) == (
+            usual.accepted,
+            usual.rejected,
+            usual.rejection_examples,
+        )
         assert _ordered([b.columns for b in direct.batches]) == _ordered([b.columns for b in usual.batches])

@@ -1,6 +1,7 @@
 """Seeded, bounded fuzzing of both transports with hypothesis: mutated and made-up protobuf
 bodies, and OTLP-shaped JSON with hostile values. No input may make a 500 (or INTERNAL); every
 reply is a valid OTLP reply; and what was acknowledged is what was stored is what was metered."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,13 @@ from vocabulary import Signal
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # FUZZ_EXAMPLES=5000 FUZZ_SEEDED=0 ./dev test tests/test_fuzz.py: a longer, unseeded run by hand.
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")), deadline=None,
-                derandomize=os.environ.get("FUZZ_SEEDED", "1") == "1", database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    derandomize=os.environ.get("FUZZ_SEEDED", "1") == "1",
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 SEEDS = {
     "traces": otlp_requests.traces_request(3).SerializeToString(),
     "metrics": otlp_requests.gauge_request(3).SerializeToString(),
@@ -46,7 +51,7 @@ def protobuf_bodies(draw):
         elif kind == "insert":
             body[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "delete" and body:
-            del body[at:at + draw(st.integers(1, 8))]
+            del body[at : at + draw(st.integers(1, 8))]
         elif kind == "truncate":
             del body[at:]
         elif kind == "random":
@@ -54,19 +59,58 @@ def protobuf_bodies(draw):
     return signal, bytes(body)
 
 
-_KEYS = ["resourceSpans", "resourceMetrics", "resourceLogs", "resource", "attributes", "scopeSpans",
-         "scopeMetrics", "scopeLogs", "spans", "metrics", "logRecords", "traceId", "spanId", "name", "kind",
-         "startTimeUnixNano", "timeUnixNano", "value", "stringValue", "intValue", "kvlistValue", "arrayValue",
-         "values", "key", "gauge", "sum", "dataPoints", "asDouble", "body", "severityNumber", "\ud800", "", "x"]
+_KEYS = [
+    "resourceSpans",
+    "resourceMetrics",
+    "resourceLogs",
+    "resource",
+    "attributes",
+    "scopeSpans",
+    "scopeMetrics",
+    "scopeLogs",
+    "spans",
+    "metrics",
+    "logRecords",
+    "traceId",
+    "spanId",
+    "name",
+    "kind",
+    "startTimeUnixNano",
+    "timeUnixNano",
+    "value",
+    "stringValue",
+    "intValue",
+    "kvlistValue",
+    "arrayValue",
+    "values",
+    "key",
+    "gauge",
+    "sum",
+    "dataPoints",
+    "asDouble",
+    "body",
+    "severityNumber",
+    "\ud800",
+    "",
+    "x",
+]
 _SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "zz", "\ud800", "1e999", "-1",
-                     str(2**64), ""]),
+    st.sampled_from(
+        ["5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "zz", "\ud800", "1e999", "-1", str(2**64), ""]
+    ),
     st.text(max_size=20),
 )
-_JSON = st.recursive(_SCALARS, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.sampled_from(_KEYS), children, max_size=5)), max_leaves=40)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.sampled_from(_KEYS), children, max_size=5)
+    ),
+    max_leaves=40,
+)
 
 
 def _dumps(document) -> bytes:
@@ -100,8 +144,10 @@ def _check_http_reply(reply, signal: str, content_type: str) -> None:
 def _stored_and_metered(tenant) -> tuple[int, int, int]:
     assert runtime.get_pipeline().batcher.drain(30)
     stored = sum(tenant.count(table) for signal in Signal for table in TABLES[signal])
-    (usage,) = tenant.rows("SELECT sum(Requests) AS requests, sum(ItemsAccepted) AS accepted FROM gateway_usage "
-                           "WHERE TenantId = {tenant_id:String}")
+    (usage,) = tenant.rows(
+        "SELECT sum(Requests) AS requests, sum(ItemsAccepted) AS accepted FROM gateway_usage "
+        "WHERE TenantId = {tenant_id:String}"
+    )
     return stored, usage["requests"] or 0, usage["accepted"] or 0
 
 
@@ -117,7 +163,9 @@ def test_fuzzed_protobuf_over_http_and_grpc(tenant, http_url, grpc_channel):
             RESPONSE_TYPES[Signal(signal)].FromString(grpc_export(grpc_channel, signal, body, key=tenant.key))
         except grpc.RpcError as error:
             assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), (
-                error.code(), error.details())
+                error.code(),
+                error.details(),
+            )
         except DecodeError:
             pytest.fail("the gateway answered OK with a body that is not an Export*ServiceResponse")
         sent.append(2)
@@ -135,8 +183,11 @@ def test_fuzzed_json_over_http(tenant, http_url):
     @given(json_bodies())
     def check(case):
         signal, body = case
-        _check_http_reply(http_post(http_url, signal, body, key=tenant.key, content_type="application/json"),
-                          signal, "application/json")
+        _check_http_reply(
+            http_post(http_url, signal, body, key=tenant.key, content_type="application/json"),
+            signal,
+            "application/json",
+        )
         sent.append(1)
 
     check()

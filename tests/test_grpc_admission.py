@@ -6,6 +6,7 @@ retry; none is lost.
 A call refused before its message is read is answered while the client may still be sending
 it; now and then the client then sees CANCELLED rather than the status (grpc core resets the
 stream). OTLP exporters retry CANCELLED, as they retry RESOURCE_EXHAUSTED with RetryInfo."""
+
 from __future__ import annotations
 
 import threading
@@ -30,7 +31,8 @@ def _unknown_tenant_usage(store) -> tuple[int, int]:
     assert runtime.get_pipeline().batcher.drain(30)
     (row,) = store.dangerously_query_unscoped(
         "SELECT count(), sum(Requests) FROM gateway_usage WHERE TenantId = '' AND Outcome = 'unauthorized'",
-        reason="test").result_rows
+        reason="test",
+    ).result_rows
     return row[0], row[1] or 0
 
 
@@ -66,9 +68,13 @@ def _refused(channel, body: bytes, key: str | None) -> grpc.RpcError:
 
 @pytest.fixture
 def small_server(pipeline):
-    server, port = build_server(runtime.get_pipeline, address="127.0.0.1:0",
-                                max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES, threads=4,
-                                max_in_flight=2)
+    server, port = build_server(
+        runtime.get_pipeline,
+        address="127.0.0.1:0",
+        max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
+        threads=4,
+        max_in_flight=2,
+    )
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield server, channel
@@ -122,6 +128,8 @@ def test_a_flood_on_one_channel_is_stored_or_refused_with_retry_info_never_lost(
     assert ok > 0 and ok + retry == 600
     assert tenant.count("otel_traces") == 2 * ok
     assert runtime.get_pipeline().batcher.drain(30)
-    accepted = tenant.rows("SELECT sum(ItemsAccepted) AS items, sum(Requests) AS requests FROM gateway_usage "
-                           "WHERE TenantId = {tenant_id:String} AND Outcome = 'accepted'")
+    accepted = tenant.rows(
+        "SELECT sum(ItemsAccepted) AS items, sum(Requests) AS requests FROM gateway_usage "
+        "WHERE TenantId = {tenant_id:String} AND Outcome = 'accepted'"
+    )
     assert accepted == [{"items": 2 * ok, "requests": ok}]

@@ -4,6 +4,7 @@ schemas (kubernetes-validate, bundled, offline) for the oldest and newest Kubern
 supports; custom resources (Gateway API routes, ServiceMonitor: no bundled schema) checked
 against the Services they point at; and the rendered configuration accepted by the real
 production settings. Skips, saying why, where no helm binary is found."""
+
 from __future__ import annotations
 
 import base64
@@ -40,8 +41,10 @@ def _find_helm() -> str | None:
 
 HELM = _find_helm()
 pytestmark = pytest.mark.skipif(
-    HELM is None, reason="no helm binary on PATH, in $HELM or ~/.local/bin (../shared/tools/install-helm or "
-                         ".ci/install-helm installs one)")
+    HELM is None,
+    reason="no helm binary on PATH, in $HELM or ~/.local/bin (../shared/tools/install-helm or "
+    ".ci/install-helm installs one)",
+)
 
 
 def helm(*args: str) -> subprocess.CompletedProcess:
@@ -106,16 +109,37 @@ def test_every_object_is_valid_kubernetes(rendered, version):
 def test_the_objects_each_values_file_renders(rendered):
     values, objects = rendered
     kinds = sorted(f"{obj['kind']}/{obj['metadata']['name'].removeprefix('gw-otlp-gateway')}" for obj in objects)
-    common = ["ConfigMap/", "Deployment/-grpc", "Deployment/-http", "Job/-migrations",
-              "PodDisruptionBudget/-grpc", "PodDisruptionBudget/-http", "Pod/-test-readyz",
-              "Service/-console", "Service/-grpc", "Service/-http", "ServiceAccount/"]
+    common = [
+        "ConfigMap/",
+        "Deployment/-grpc",
+        "Deployment/-http",
+        "Job/-migrations",
+        "PodDisruptionBudget/-grpc",
+        "PodDisruptionBudget/-http",
+        "Pod/-test-readyz",
+        "Service/-console",
+        "Service/-grpc",
+        "Service/-http",
+        "ServiceAccount/",
+    ]
     if values == "default":
         # The chart's own Secret, and its copy for the migrations hook.
         assert kinds == sorted(common + ["Secret/", "Secret/-migrations"])
     else:
-        assert kinds == sorted(common + [
-            "GRPCRoute/-grpc", "HTTPRoute/-http", "HorizontalPodAutoscaler/-grpc", "HorizontalPodAutoscaler/-http",
-            "Ingress/-grpc", "Ingress/-http", "NetworkPolicy/-grpc", "NetworkPolicy/-http", "ServiceMonitor/"])
+        assert kinds == sorted(
+            common
+            + [
+                "GRPCRoute/-grpc",
+                "HTTPRoute/-http",
+                "HorizontalPodAutoscaler/-grpc",
+                "HorizontalPodAutoscaler/-http",
+                "Ingress/-grpc",
+                "Ingress/-http",
+                "NetworkPolicy/-grpc",
+                "NetworkPolicy/-http",
+                "ServiceMonitor/",
+            ]
+        )
         # Replicas belong to the autoscaler.
         assert all("replicas" not in d["spec"] for d in by_kind(objects, "Deployment").values())
 
@@ -167,7 +191,9 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(rendered):
         hook_secret = by_kind(objects, "Secret")["gw-otlp-gateway-migrations"]
         assert secret_refs == {"gw-otlp-gateway-migrations"}
         assert hook_secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
-        assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+        assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+            annotations["helm.sh/hook-weight"]
+        )
     else:
         assert secret_refs == {"otlp-gateway-secrets"}
         assert job["spec"]["template"]["spec"]["serviceAccountName"] == "otlp-gateway-migrations"
@@ -176,18 +202,26 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(rendered):
 def test_routes_ingresses_and_service_monitor_point_at_rendered_service_ports():
     objects = render("production")
     services = by_kind(objects, "Service")
-    ports = {(name, port[key]) for name, svc in services.items() for port in svc["spec"]["ports"] for key in ("name", "port")}
+    ports = {
+        (name, port[key]) for name, svc in services.items() for port in svc["spec"]["ports"] for key in ("name", "port")
+    }
     for ingress in by_kind(objects, "Ingress").values():
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 backend = path["backend"]["service"]
                 assert (backend["name"], backend["port"]["name"]) in ports
-    assert by_kind(objects, "Ingress")["gw-otlp-gateway-grpc"]["metadata"]["annotations"][
-        "nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    assert (
+        by_kind(objects, "Ingress")["gw-otlp-gateway-grpc"]["metadata"]["annotations"][
+            "nginx.ingress.kubernetes.io/backend-protocol"
+        ]
+        == "GRPC"
+    )
     routes = [obj for obj in objects if obj["apiVersion"] == "gateway.networking.k8s.io/v1"]
     assert {route["kind"] for route in routes} == {"HTTPRoute", "GRPCRoute"}
     for route in routes:
-        assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateway-system", "sectionName": "https"}]
+        assert route["spec"]["parentRefs"] == [
+            {"name": "public", "namespace": "gateway-system", "sectionName": "https"}
+        ]
         for rule in route["spec"]["rules"]:
             for ref in rule["backendRefs"]:
                 assert (ref["name"], ref["port"]) in ports
@@ -198,9 +232,12 @@ def test_routes_ingresses_and_service_monitor_point_at_rendered_service_ports():
         "opentelemetry.proto.collector.logs.v1.LogsService",
     }
     monitor = by_kind(objects, "ServiceMonitor")["gw-otlp-gateway"]
-    selected = [svc for svc in services.values()
-                if monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-                and svc["metadata"]["labels"]["app.kubernetes.io/component"] in ("http", "grpc")]
+    selected = [
+        svc
+        for svc in services.values()
+        if monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        and svc["metadata"]["labels"]["app.kubernetes.io/component"] in ("http", "grpc")
+    ]
     assert {svc["metadata"]["name"] for svc in selected} == {"gw-otlp-gateway-http", "gw-otlp-gateway-grpc"}
     named_ports = {port["name"] for svc in selected for port in svc["spec"]["ports"]}
     assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} <= named_ports
@@ -210,8 +247,10 @@ def test_network_policy_admits_otlp_and_scrapes_and_restricts_egress():
     policies = by_kind(render("production"), "NetworkPolicy")
     http, grpc = policies["gw-otlp-gateway-http"]["spec"], policies["gw-otlp-gateway-grpc"]["spec"]
     assert http["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "http"
-    assert [rule["ports"] for rule in grpc["ingress"]] == [[{"port": "grpc", "protocol": "TCP"}],
-                                                           [{"port": "metrics", "protocol": "TCP"}]]
+    assert [rule["ports"] for rule in grpc["ingress"]] == [
+        [{"port": "grpc", "protocol": "TCP"}],
+        [{"port": "metrics", "protocol": "TCP"}],
+    ]
     assert [rule["ports"] for rule in http["ingress"]] == [[{"port": "http", "protocol": "TCP"}]] * 2
     monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     assert http["ingress"][1]["from"] == grpc["ingress"][1]["from"] == monitoring
@@ -221,8 +260,13 @@ def test_network_policy_admits_otlp_and_scrapes_and_restricts_egress():
 
 
 def test_chart_made_secret_holds_given_values_and_generates_only_replaceable_keys():
-    objects = render("default", "--set", "secrets.databaseUrl=postgres://gw:pw@db:5432/gw",
-                     "--set", "secrets.masterKey=kept-by-the-operator")
+    objects = render(
+        "default",
+        "--set",
+        "secrets.databaseUrl=postgres://gw:pw@db:5432/gw",
+        "--set",
+        "secrets.masterKey=kept-by-the-operator",
+    )
     data = by_kind(objects, "Secret")["gw-otlp-gateway"]["data"]
     decoded = {key: base64.b64decode(value).decode() for key, value in data.items()}
     assert decoded["DATABASE_URL"] == "postgres://gw:pw@db:5432/gw"
@@ -245,17 +289,29 @@ def test_rendered_configuration_passes_production_deploy_checks(values, tmp_path
     http = by_kind(objects, "Deployment")["gw-otlp-gateway-http"]["spec"]["template"]["spec"]["containers"][0]
     literal = {env["name"]: env["value"] for env in http["env"] if "value" in env}
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_", "DATABASE_", "PROMETHEUS_"))},
-        **config, **literal,
+        **{
+            k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_", "DATABASE_", "PROMETHEUS_"))
+        },
+        **config,
+        **literal,
         # What the Secret and the downward API provide.
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "GATEWAY_POD_IP": "10.1.2.3",
-        "DATABASE_URL": "postgres://gw:pw@db:5432/gw", "GATEWAY_CACHE_URL": "redis://redis:6379/0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "GATEWAY_POD_IP": "10.1.2.3",
+        "DATABASE_URL": "postgres://gw:pw@db:5432/gw",
+        "GATEWAY_CACHE_URL": "redis://redis:6379/0",
         "GATEWAY_CLICKHOUSE_URL": "https://gw:pw@clickhouse:8443/otel",
         # Paths the pod has and this machine does not.
-        "GATEWAY_DATA_DIR": str(tmp_path / "data"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
     }
-    out = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "gw-otlp-gateway-http.telemetry.svc.cluster.local" in config["DJANGO_ALLOWED_HOSTS"].split(",")
     if values == "production":
@@ -266,13 +322,15 @@ def test_rendered_configuration_passes_production_deploy_checks(values, tmp_path
 def test_notes_print_the_exporter_settings():
     out = helm("install", "--dry-run=client", "gw", str(CHART), "--namespace", NAMESPACE, *VALUE_SETS["production"])
     assert out.returncode == 0, out.stderr
-    notes = out.stdout[out.stdout.index("NOTES:"):]
+    notes = out.stdout[out.stdout.index("NOTES:") :]
     assert "export OTEL_EXPORTER_OTLP_ENDPOINT=https://otlp-grpc.example.com\n" in notes
     assert "export OTEL_EXPORTER_OTLP_ENDPOINT=https://otlp.example.com\n" in notes
     assert "export OTEL_EXPORTER_OTLP_PROTOCOL=grpc" in notes and "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in notes
     assert "OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<api key>" in notes
     default = helm("install", "--dry-run=client", "gw", str(CHART), "--namespace", NAMESPACE)
-    assert f"OTEL_EXPORTER_OTLP_ENDPOINT=http://gw-otlp-gateway-grpc.{NAMESPACE}.svc.cluster.local:4317" in default.stdout
+    assert (
+        f"OTEL_EXPORTER_OTLP_ENDPOINT=http://gw-otlp-gateway-grpc.{NAMESPACE}.svc.cluster.local:4317" in default.stdout
+    )
     assert "WARNING: not set: secrets.databaseUrl" in default.stdout
 
 

@@ -1,6 +1,7 @@
 """The HTTP edge (gateway/edge.py) with real clients: chunked bodies from curl and raw sockets,
 multi-member compressed bodies, and clients that are slow, idle, oversized or too many; rows
 and usage read back."""
+
 from __future__ import annotations
 
 import gzip
@@ -25,19 +26,27 @@ from vocabulary import Signal
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
 def _request(signal: str, items: int):
-    return {"traces": otlp_requests.traces_request, "metrics": otlp_requests.gauge_request,
-            "logs": otlp_requests.logs_request}[signal](items)
+    return {
+        "traces": otlp_requests.traces_request,
+        "metrics": otlp_requests.gauge_request,
+        "logs": otlp_requests.logs_request,
+    }[signal](items)
 
 
-def _chunked_post(port: int, path: str, body: bytes, *, key: str, content_type: str,
-                  headers: dict | None = None, chunk: int = 1000) -> HttpReply:
+def _chunked_post(
+    port: int, path: str, body: bytes, *, key: str, content_type: str, headers: dict | None = None, chunk: int = 1000
+) -> HttpReply:
     """POST with Transfer-Encoding: chunked and no Content-Length, as Node's exporters send."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    pieces = (body[i:i + chunk] for i in range(0, len(body), chunk))
-    connection.request("POST", path, body=pieces, encode_chunked=True, headers={
-        "Content-Type": content_type, "Authorization": f"Bearer {key}", **(headers or {})})
+    pieces = (body[i : i + chunk] for i in range(0, len(body), chunk))
+    connection.request(
+        "POST",
+        path,
+        body=pieces,
+        encode_chunked=True,
+        headers={"Content-Type": content_type, "Authorization": f"Bearer {key}", **(headers or {})},
+    )
     response = connection.getresponse()
     reply = HttpReply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     connection.close()
@@ -50,9 +59,13 @@ def _usage(tenant) -> list[tuple]:
     from gateway.otlp import runtime
 
     assert runtime.get_pipeline().batcher.drain(30)
-    return [(r["Outcome"], r["Items"], r["ItemsAccepted"]) for r in tenant.rows(
-        "SELECT Outcome, sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted FROM gateway_usage "
-        "WHERE TenantId = {tenant_id:String} GROUP BY Outcome ORDER BY Outcome")]
+    return [
+        (r["Outcome"], r["Items"], r["ItemsAccepted"])
+        for r in tenant.rows(
+            "SELECT Outcome, sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted FROM gateway_usage "
+            "WHERE TenantId = {tenant_id:String} GROUP BY Outcome ORDER BY Outcome"
+        )
+    ]
 
 
 @pytest.mark.parametrize("signal", ["traces", "metrics", "logs"])
@@ -66,8 +79,9 @@ def test_chunked_bodies_are_read_whole(signal, form, tenant, http_server, http_u
         content_type, headers = "application/x-protobuf", {}
         if form == "gzip":
             body, headers = gzip.compress(body), {"Content-Encoding": "gzip"}
-    reply = _chunked_post(http_server.port, f"/v1/{signal}", body, key=tenant.key, content_type=content_type,
-                          headers=headers, chunk=7)
+    reply = _chunked_post(
+        http_server.port, f"/v1/{signal}", body, key=tenant.key, content_type=content_type, headers=headers, chunk=7
+    )
     assert reply.status == 200, reply.body
     stored = sum(tenant.count(table) for table in TABLES[Signal(signal)])
     expected = 5 if form != "json" else len(otlp_requests.dumps(getattr(otlp_requests, f"{signal}_json")()))
@@ -86,10 +100,26 @@ def test_curl_chunked_and_expect_continue(tenant, http_server, tmp_path):
     big.write_bytes(request.SerializeToString())
     for path, extra in ((small, ["-H", "Transfer-Encoding: chunked"]), (big, [])):
         result = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *extra,
-             "-H", f"Authorization: Bearer {tenant.key}", "-H", "Content-Type: application/x-protobuf",
-             "--data-binary", f"@{path}", f"http://127.0.0.1:{http_server.port}/v1/traces"],
-            capture_output=True, text=True, timeout=60)
+            [
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                *extra,
+                "-H",
+                f"Authorization: Bearer {tenant.key}",
+                "-H",
+                "Content-Type: application/x-protobuf",
+                "--data-binary",
+                f"@{path}",
+                f"http://127.0.0.1:{http_server.port}/v1/traces",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.stdout == "200", result.stderr
     assert tenant.count("otel_traces") == 10
 
@@ -109,15 +139,27 @@ def _zlib_streams(data: bytes) -> bytes:
     return zlib.compress(data[:half]) + zlib.compress(data[half:])
 
 
-@pytest.mark.parametrize("coding, compress", [
-    ("gzip", _gzip_members), ("zstd", _zstd_frames), ("deflate", _zlib_streams),
-], ids=["gzip-members", "zstd-frames", "zlib-streams"])
+@pytest.mark.parametrize(
+    "coding, compress",
+    [
+        ("gzip", _gzip_members),
+        ("zstd", _zstd_frames),
+        ("deflate", _zlib_streams),
+    ],
+    ids=["gzip-members", "zstd-frames", "zlib-streams"],
+)
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
 def test_every_member_of_a_compressed_body_is_stored(coding, compress, chunked, tenant, http_server, http_url):
     body = compress(otlp_requests.traces_request(10).SerializeToString())
     if chunked:
-        reply = _chunked_post(http_server.port, "/v1/traces", body, key=tenant.key,
-                              content_type="application/x-protobuf", headers={"Content-Encoding": coding})
+        reply = _chunked_post(
+            http_server.port,
+            "/v1/traces",
+            body,
+            key=tenant.key,
+            content_type="application/x-protobuf",
+            headers={"Content-Encoding": coding},
+        )
     else:
         reply = http_post(http_url, "traces", body, key=tenant.key, headers={"Content-Encoding": coding})
     assert reply.status == 200
@@ -125,11 +167,14 @@ def test_every_member_of_a_compressed_body_is_stored(coding, compress, chunked, 
     assert _usage(tenant) == [("accepted", 10, 10)]
 
 
-@pytest.mark.parametrize("coding, body", [
-    ("gzip", gzip.compress(b"\x0a\x00") + b"not a member"),
-    ("zstd", zstandard.ZstdCompressor().compress(otlp_requests.traces_request(2).SerializeToString())[:-3]),
-    ("deflate", zlib.compress(b"x", wbits=-15) + b"trailing"),
-])
+@pytest.mark.parametrize(
+    "coding, body",
+    [
+        ("gzip", gzip.compress(b"\x0a\x00") + b"not a member"),
+        ("zstd", zstandard.ZstdCompressor().compress(otlp_requests.traces_request(2).SerializeToString())[:-3]),
+        ("deflate", zlib.compress(b"x", wbits=-15) + b"trailing"),
+    ],
+)
 def test_a_body_with_a_bad_member_is_refused_whole(coding, body, tenant, http_url):
     reply = http_post(http_url, "traces", body, key=tenant.key, headers={"Content-Encoding": coding})
     assert reply.status == 400
@@ -139,8 +184,9 @@ def test_a_body_with_a_bad_member_is_refused_whole(coding, body, tenant, http_ur
 
 def test_a_chunked_body_over_the_limit_is_refused_and_metered(tenant, http_server):
     body = b"\0" * (settings.GATEWAY_MAX_REQUEST_BYTES + 10)
-    reply = _chunked_post(http_server.port, "/v1/traces", body, key=tenant.key,
-                          content_type="application/x-protobuf", chunk=65536)
+    reply = _chunked_post(
+        http_server.port, "/v1/traces", body, key=tenant.key, content_type="application/x-protobuf", chunk=65536
+    )
     assert reply.status == 413
     assert "exceeds the limit" in reply.status_message().message
     assert _usage(tenant) == [("invalid", 0, 0)]
@@ -148,10 +194,15 @@ def test_a_chunked_body_over_the_limit_is_refused_and_metered(tenant, http_serve
 
 # --- clients that are slow, idle or too many ------------------------------------------------------
 def _edge(refusals: list | None = None, **limits) -> ServerThread:
-    defaults = dict(max_body_bytes=settings.GATEWAY_MAX_REQUEST_BYTES, header_timeout=10, body_timeout=10,
-                    idle_timeout=10)
-    return ServerThread(get_wsgi_application(), limits=EdgeLimits(**{**defaults, **limits}), threads=4,
-                        on_refused=refusals.append if refusals is not None else None).start()
+    defaults = dict(
+        max_body_bytes=settings.GATEWAY_MAX_REQUEST_BYTES, header_timeout=10, body_timeout=10, idle_timeout=10
+    )
+    return ServerThread(
+        get_wsgi_application(),
+        limits=EdgeLimits(**{**defaults, **limits}),
+        threads=4,
+        on_refused=refusals.append if refusals is not None else None,
+    ).start()
 
 
 def _read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
@@ -211,8 +262,10 @@ def test_deadlines_for_the_head_the_body_and_idleness(tenant, http_url):
     try:
         slow_head = _slow_socket(server.port, HEAD[:30])
         assert _read_until_closed(slow_head).startswith(b"HTTP/1.1 408 ")
-        slow_body = _slow_socket(server.port, HEAD + f"Authorization: Bearer {tenant.key}\r\n".encode()
-                                 + b"Content-Length: 100\r\n\r\n" + b"\x0a")
+        slow_body = _slow_socket(
+            server.port,
+            HEAD + f"Authorization: Bearer {tenant.key}\r\n".encode() + b"Content-Length: 100\r\n\r\n" + b"\x0a",
+        )
         reply = _read_until_closed(slow_body)
         assert reply.startswith(b"HTTP/1.1 408 ") and b"body not received" in reply
         idle = socket.create_connection(("127.0.0.1", server.port))

@@ -1,5 +1,6 @@
 """Two tenants sending at once: each tenant's rows sit in its own partitions, and the scoped
 reader for one never returns the other's rows."""
+
 from __future__ import annotations
 
 import threading
@@ -51,10 +52,14 @@ def test_concurrent_tenants_stay_apart(make_tenant, http_url, grpc_channel, stor
         )
         assert partitions and all(p["TenantId"] == str(tenant.tenant.id) for p in partitions)
     # Partition ids of one tenant never hold the other's rows.
-    alpha_parts = {p["p"] for p in alpha.rows(
-        "SELECT DISTINCT _partition_id AS p FROM otel_traces WHERE TenantId = {tenant_id:String}")}
-    beta_parts = {p["p"] for p in beta.rows(
-        "SELECT DISTINCT _partition_id AS p FROM otel_traces WHERE TenantId = {tenant_id:String}")}
+    alpha_parts = {
+        p["p"]
+        for p in alpha.rows("SELECT DISTINCT _partition_id AS p FROM otel_traces WHERE TenantId = {tenant_id:String}")
+    }
+    beta_parts = {
+        p["p"]
+        for p in beta.rows("SELECT DISTINCT _partition_id AS p FROM otel_traces WHERE TenantId = {tenant_id:String}")
+    }
     assert alpha_parts.isdisjoint(beta_parts)
     partition_keys = store.query(
         "SELECT DISTINCT partition FROM system.parts WHERE table = {table:String} AND active", {"table": "otel_traces"}
@@ -71,10 +76,7 @@ def test_scoped_reader_cannot_see_other_tenant_even_without_filter(make_tenant, 
     # only the reader's tenant, through ClickHouse's additional_table_filters.
     sloppy = "SELECT DISTINCT TenantId FROM otel_traces WHERE {tenant_id:String} != ''"
     assert alpha.reader.query(sloppy).result_rows == [(str(alpha.tenant.id),)]
-    joined = (
-        "SELECT DISTINCT l.TenantId FROM otel_logs AS l, otel_traces AS t "
-        "WHERE t.TenantId = {tenant_id:String}"
-    )
+    joined = "SELECT DISTINCT l.TenantId FROM otel_logs AS l, otel_traces AS t WHERE t.TenantId = {tenant_id:String}"
     assert beta.reader.query(joined).result_rows == [(str(beta.tenant.id),)]
 
 
@@ -86,8 +88,9 @@ def test_unscoped_reads_are_refused(store, tenant):
     with pytest.raises(UnscopedQueryError):
         tenant.reader.query("SELECT count() FROM otel_traces")
     with pytest.raises(UnscopedQueryError):
-        tenant.reader.query("SELECT count() FROM otel_traces WHERE TenantId = {tenant_id:String}",
-                            {"tenant_id": "someone-else"})
+        tenant.reader.query(
+            "SELECT count() FROM otel_traces WHERE TenantId = {tenant_id:String}", {"tenant_id": "someone-else"}
+        )
     with pytest.raises(ValueError):
         TenantReader(store, "x' OR 1=1 --")
     # Operator tooling must say why it reads across tenants.

@@ -1,4 +1,5 @@
 """API keys: format, checksum, hashed storage, and what authentication says about each state."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -66,14 +67,17 @@ def test_issue_key_command():
         call_command("issue_key", "nobody", stdout=StringIO())
 
 
-@pytest.mark.parametrize("authorization, x_api_key, expected", [
-    ("Bearer abc", None, "abc"),
-    ("bearer  abc ", None, "abc"),
-    (None, "abc", "abc"),
-    ("Basic dXNlcg==", "abc", "abc"),
-    ("Bearer ", None, None),
-    (None, None, None),
-])
+@pytest.mark.parametrize(
+    "authorization, x_api_key, expected",
+    [
+        ("Bearer abc", None, "abc"),
+        ("bearer  abc ", None, "abc"),
+        (None, "abc", "abc"),
+        ("Basic dXNlcg==", "abc", "abc"),
+        ("Bearer ", None, None),
+        (None, None, None),
+    ],
+)
 def test_credentials_from_headers(authorization, x_api_key, expected):
     assert credentials_from_headers(authorization, x_api_key) == expected
 

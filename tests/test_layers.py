@@ -1,5 +1,6 @@
 """The code's shape, checked: imports point down (the import-linter contract in pyproject.toml)
 and no module imports another module's private names."""
+
 from __future__ import annotations
 
 import ast
@@ -24,14 +25,18 @@ def private_imports(source: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
-            found += [f"{node.module}.{alias.name}" for alias in node.names
-                      if alias.name.startswith("_") and not alias.name.startswith("__")]
+            found += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if alias.name.startswith("_") and not alias.name.startswith("__")
+            ]
     return found
 
 
 def test_the_private_import_check_sees_one():
     assert private_imports("from gateway.processes.serving import _hidden, visible") == [
-        "gateway.processes.serving._hidden"]
+        "gateway.processes.serving._hidden"
+    ]
     assert private_imports("from os import _exit") == []
 
 

@@ -1,5 +1,6 @@
 """Prometheus metrics on /metrics as a scraper sees them, after real requests over both
 transports; /readyz's checks; the JSON log format; the CPU count that sizes gunicorn."""
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,16 @@ def test_tenant_label_only_when_enabled():
     for enabled in (False, True):
         registry = CollectorRegistry()
         metrics = GatewayMetrics(registry=registry, tenant_label=enabled)
-        metrics.record_export(transport=Transport.HTTP, signal=Signal.LOGS, outcome="accepted", seconds=0.01,
-                              body_bytes=10, accepted=2, rejected=1, tenant="acme")
+        metrics.record_export(
+            transport=Transport.HTTP,
+            signal=Signal.LOGS,
+            outcome="accepted",
+            seconds=0.01,
+            body_bytes=10,
+            accepted=2,
+            rejected=1,
+            tenant="acme",
+        )
         samples = _samples(generate_latest(registry).decode())
         tenant = {"tenant": "acme"} if enabled else {}
         labels = dict(signal="logs", transport="http", **tenant)
@@ -116,8 +125,16 @@ def test_json_log_lines_keep_extras_and_exceptions():
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "stored %s rows", (5,),
-                                   exc_info=sys.exc_info(), extra={"tenant_id": "t-1"})
+        record = logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            __file__,
+            1,
+            "stored %s rows",
+            (5,),
+            exc_info=sys.exc_info(),
+            extra={"tenant_id": "t-1"},
+        )
     line = json.loads(JsonFormatter().format(record))
     assert line["level"] == "ERROR" and line["logger"] == "test.jsonlog"
     assert line["message"] == "stored 5 rows" and line["tenant_id"] == "t-1"
@@ -125,14 +142,17 @@ def test_json_log_lines_keep_extras_and_exceptions():
     assert line["time"].endswith("+00:00")
 
 
-@pytest.mark.parametrize("files, expected", [
-    ({"cpu.max": "max 100000\n"}, None),
-    ({"cpu.max": "150000 100000\n"}, 2),
-    ({"cpu.max": "50000 100000\n"}, 1),
-    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
 def test_workers_follow_the_container_cpu_limit(tmp_path, files, expected):
     for name, content in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """OTLP/JSON as the specification writes it (hex ids, lowerCamelCase, enums as integers,
 64-bit integers as strings or numbers) lands exactly the rows the same data does as protobuf."""
+
 from __future__ import annotations
 
 import base64
@@ -24,8 +25,9 @@ CASES = {
 
 
 def post(url: str, body: bytes, content_type: str, key: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": content_type, "Authorization": f"Bearer {key}"})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, "Authorization": f"Bearer {key}"}
+    )
     with urllib.request.urlopen(request) as response:
         return response.status, response.read()
 
@@ -51,7 +53,8 @@ def _as_protobuf(signal: Signal, document: dict) -> bytes:
 
 def _table_rows(store, tenant, table: str) -> list[tuple]:
     columns = [
-        name for (name,) in store.query(
+        name
+        for (name,) in store.query(
             "SELECT name FROM system.columns WHERE table = {table:String} AND database = currentDatabase()"
             " AND name != 'TenantId'",
             {"table": table},
@@ -79,16 +82,29 @@ def test_json_lands_same_rows_as_protobuf(signal, http_url, make_tenant, store):
 
 
 def test_json_span_values(http_url, tenant):
-    post(f"{http_url}/v1/traces", otlp_requests.dumps(otlp_requests.traces_json()), "application/json; charset=utf-8", tenant.key)
+    post(
+        f"{http_url}/v1/traces",
+        otlp_requests.dumps(otlp_requests.traces_json()),
+        "application/json; charset=utf-8",
+        tenant.key,
+    )
     (row,) = tenant.rows(
         "SELECT TraceId, SpanId, ParentSpanId, SpanKind, StatusCode, StatusMessage, SpanAttributes, Duration,"
         " Links.TraceId, Links.Attributes, Events.Name FROM otel_traces WHERE TenantId = {tenant_id:String}"
     )
     assert (row["TraceId"], row["SpanId"], row["ParentSpanId"]) == (
-        "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "eee19b7ec3c1b173")
+        "5b8efff798038103d269b633813fc60c",
+        "eee19b7ec3c1b174",
+        "eee19b7ec3c1b173",
+    )
     assert (row["SpanKind"], row["StatusCode"], row["StatusMessage"]) == ("Server", "Error", "boom")
     assert row["SpanAttributes"] == {
-        "my.span.attr": "some value", "count": "42", "ratio": "0.5", "ok": "true", "list": '["a",1]'}
+        "my.span.attr": "some value",
+        "count": "42",
+        "ratio": "0.5",
+        "ok": "true",
+        "list": '["a",1]',
+    }
     assert row["Duration"] == 1_000_000
     assert row["Links.TraceId"] == ["0af7651916cd43dd8448eb211c80319c"]
     assert row["Links.Attributes"] == [{"l": "7"}]
@@ -122,8 +138,11 @@ def test_json_log_values(http_url, tenant):
         " FROM otel_logs WHERE TenantId = {tenant_id:String}"
     )
     assert row == {
-        "Body": "Example log record", "SeverityNumber": 10, "SeverityText": "Information",
+        "Body": "Example log record",
+        "SeverityNumber": 10,
+        "SeverityText": "Information",
         "TraceId": "5b8efff798038103d269b633813fc60c",
         "LogAttributes": {"string.attribute": "some string", "map.attribute": '{"some.map.key":"some value"}'},
-        "ScopeName": "my.library", "ScopeVersion": "1.0.0",
+        "ScopeName": "my.library",
+        "ScopeVersion": "1.0.0",
     }

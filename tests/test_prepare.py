@@ -1,5 +1,6 @@
 """Flatten -> protect -> encode in worker processes (gateway.otlp.prepare): the rows stored are
 the ones the request thread stores, a worker that dies loses nothing, and the defaults."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,12 @@ REQUESTS = [
 
 def _stored(tenant) -> dict[str, list]:
     """Every row of every telemetry table of `tenant`, decrypted, without the tenant's id."""
-    return {table: tenant.rows(f"SELECT * EXCEPT (TenantId) FROM {table} WHERE TenantId = {{tenant_id:String}} "
-                               "ORDER BY ALL") for table in TELEMETRY_TABLES}
+    return {
+        table: tenant.rows(
+            f"SELECT * EXCEPT (TenantId) FROM {table} WHERE TenantId = {{tenant_id:String}} ORDER BY ALL"
+        )
+        for table in TELEMETRY_TABLES
+    }
 
 
 def test_worker_processes_store_what_the_request_thread_stores(pipeline, store, make_tenant):
@@ -56,8 +61,12 @@ def test_worker_processes_store_what_the_request_thread_stores(pipeline, store, 
             runner.run(signal=signal_, api_key=tenant.key, read_body=lambda body=body: body, encoding=encoding)
             for runner, tenant in ((pipeline, by_worker), (in_thread, by_thread))
         )
-        assert (worker.accepted, worker.rejected, worker.outcome, worker.response) == \
-            (thread.accepted, thread.rejected, thread.outcome, thread.response)
+        assert (worker.accepted, worker.rejected, worker.outcome, worker.response) == (
+            thread.accepted,
+            thread.rejected,
+            thread.outcome,
+            thread.response,
+        )
         assert worker.accepted > 0
     rows = _stored(by_worker)
     assert sum(map(len, rows.values())) == 2 + 1 + 5 + 1  # 2 of 3 spans, JSON span, 5 metric kinds, 1 log
@@ -65,7 +74,10 @@ def test_worker_processes_store_what_the_request_thread_stores(pipeline, store, 
     # Encrypted at rest by the worker as by the request thread: same ring, values sealed.
     raw = store.dangerously_query_unscoped(
         "SELECT SpanAttributes['user.email'] FROM otel_traces WHERE TenantId = {t:String} AND "
-        "mapContains(SpanAttributes, 'user.email')", {"t": str(by_worker.tenant.id)}, reason="test").result_rows
+        "mapContains(SpanAttributes, 'user.email')",
+        {"t": str(by_worker.tenant.id)},
+        reason="test",
+    ).result_rows
     assert raw[0][0].startswith(f"{PREFIX}{key_ring(str(by_worker.tenant.id)).current}:")
 
 
@@ -130,8 +142,15 @@ def test_a_stopped_pool_refuses_instead_of_losing(store):
     pool.start()
     pool.stop()
     with pytest.raises(StorageUnavailable, match="shutting down"):
-        pool.prepare(Signal.LOGS, otlp_requests.logs_request(1).SerializeToString(), tenant_id="t", retention_days=1,
-                     ring=KeyRing("t", {}), sensitive=frozenset(), timeout=5)
+        pool.prepare(
+            Signal.LOGS,
+            otlp_requests.logs_request(1).SerializeToString(),
+            tenant_id="t",
+            retention_days=1,
+            ring=KeyRing("t", {}),
+            sensitive=frozenset(),
+            timeout=5,
+        )
 
 
 def test_default_processes(store):

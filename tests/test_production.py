@@ -6,6 +6,7 @@ one directory per process; the multi-worker test points at an unreachable server
 
 PostgreSQL and Redis default to 127.0.0.1 (GATEWAY_TEST_POSTGRES_URL, GATEWAY_TEST_REDIS_URL
 override); tests that need them skip, saying why, when they are unreachable."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,9 @@ def _free_port() -> int:
 
 def production_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment the Helm chart gives a pod, for this machine."""
-    inherited = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("GATEWAY_", "DJANGO_", "DATABASE_", "PROMETHEUS_"))}
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_", "DATABASE_", "PROMETHEUS_"))
+    }
     env = {
         **inherited,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -70,8 +72,7 @@ def production_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 
 def run_role(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ENTRYPOINT), *args], env=env, cwd="/", capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(ENTRYPOINT), *args], env=env, cwd="/", capture_output=True, text=True, timeout=timeout)
 
 
 # --- settings and checks (no services needed) ------------------------------------------------
@@ -158,8 +159,12 @@ def redis_client():
 def migrated(postgres_database, redis_client, tmp_path_factory):
     """The migrations role run once against the module's PostgreSQL database."""
     root = tmp_path_factory.mktemp("production")
-    env = production_env(root / "data", DATABASE_URL=postgres_database, GATEWAY_CACHE_URL=REDIS_URL,
-                         GATEWAY_CLICKHOUSE_URL=f"chdb://{root / 'clickhouse-migrations'}")
+    env = production_env(
+        root / "data",
+        DATABASE_URL=postgres_database,
+        GATEWAY_CACHE_URL=REDIS_URL,
+        GATEWAY_CLICKHOUSE_URL=f"chdb://{root / 'clickhouse-migrations'}",
+    )
     out = run_role(env, "migrate")
     assert out.returncode == 0, out.stdout + out.stderr
     return env, out
@@ -172,8 +177,7 @@ def test_migrate_role_applies_every_migration_to_postgresql(migrated, postgres_d
     assert "Applied ClickHouse migrations [1, 2]" in first.stdout
     with psycopg.connect(postgres_database.replace("postgres://", "postgresql://", 1)) as connection:
         apps = {app for (app,) in connection.execute("SELECT DISTINCT app FROM django_migrations")}
-        tables = {name for (name,) in connection.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {name for (name,) in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"auth", "admin", "sessions", "tenants"} <= apps
     assert {"tenants_tenant", "tenants_apikey"} <= tables
     # Nothing left to apply, and the role is safe to run again (every upgrade runs it).
@@ -189,8 +193,9 @@ class Process:
     def __init__(self, env: dict, log: Path, *args: str):
         self.log = log
         self.output = open(log, "w")
-        self.process = subprocess.Popen([str(ENTRYPOINT), *args], env=env, cwd="/", stdout=self.output,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [str(ENTRYPOINT), *args], env=env, cwd="/", stdout=self.output, stderr=subprocess.STDOUT
+        )
 
     def wait_until(self, ready, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -230,6 +235,7 @@ def _http_up(port: int):
             return _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         except OSError:
             return False
+
     return check
 
 
@@ -241,6 +247,7 @@ def _grpc_serving(port: int):
             except grpc.RpcError:
                 return False
             return reply.status == health_pb2.HealthCheckResponse.SERVING
+
     return check
 
 
@@ -254,9 +261,11 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def _chdb_rows(directory: Path, sql: str) -> list:
-    script = ("import json, sys, clickhouse_connect\n"
-              f"client = clickhouse_connect.get_client(dsn='chdb://{directory}')\n"
-              "print(json.dumps(client.query(sys.argv[1]).result_rows, default=str))\n")
+    script = (
+        "import json, sys, clickhouse_connect\n"
+        f"client = clickhouse_connect.get_client(dsn='chdb://{directory}')\n"
+        "print(json.dumps(client.query(sys.argv[1]).result_rows, default=str))\n"
+    )
     out = subprocess.run([sys.executable, "-c", script, sql], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -275,9 +284,13 @@ def test_http_and_grpc_roles_on_postgresql_and_redis(migrated, redis_client, tmp
     key, tenant_id = _new_tenant(env)
     http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
     http_env = {**env, "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch-http'}"}
-    grpc_env = {**env, "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_METRICS_PORT": str(metrics_port),
-                "GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS": "60",
-                "GATEWAY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch-grpc'}"}
+    grpc_env = {
+        **env,
+        "GATEWAY_GRPC_PORT": str(grpc_port),
+        "GATEWAY_METRICS_PORT": str(metrics_port),
+        "GATEWAY_GRPC_MAX_CONNECTION_AGE_SECONDS": "60",
+        "GATEWAY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch-grpc'}",
+    }
     http = Process(http_env, tmp_path / "http.log", "http", "--workers", "1")
     grpc_process = Process(grpc_env, tmp_path / "grpc.log", "grpc")
     try:
@@ -298,12 +311,18 @@ def test_http_and_grpc_roles_on_postgresql_and_redis(migrated, redis_client, tmp
         assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
 
         # OTLP/HTTP over plain HTTP inside the cluster is not redirected.
-        reply = http_post(base, "traces", otlp_requests.dumps(otlp_requests.traces_json()), key=key,
-                          content_type="application/json")
+        reply = http_post(
+            base, "traces", otlp_requests.dumps(otlp_requests.traces_json()), key=key, content_type="application/json"
+        )
         assert reply.status == 200, reply.body
         provider = TracerProvider(resource=Resource.create({"service.name": "prod-grpc"}))
-        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-            endpoint=f"127.0.0.1:{grpc_port}", insecure=True, headers={"authorization": f"Bearer {key}"})))
+        provider.add_span_processor(
+            SimpleSpanProcessor(
+                OTLPSpanExporter(
+                    endpoint=f"127.0.0.1:{grpc_port}", insecure=True, headers={"authorization": f"Bearer {key}"}
+                )
+            )
+        )
         with provider.get_tracer("prod").start_as_current_span("over-grpc"):
             pass
         provider.shutdown()
@@ -322,9 +341,13 @@ def test_http_and_grpc_roles_on_postgresql_and_redis(migrated, redis_client, tmp
     for process in (http, grpc_process):
         records = [json.loads(line) for line in process.text().splitlines() if line.startswith("{")]
         assert records and all({"time", "level", "logger", "message"} <= record.keys() for record in records)
-    assert any(record["logger"] == "gunicorn.error" for record in
-               (json.loads(line) for line in http.text().splitlines() if line.startswith("{")))
-    assert _chdb_rows(tmp_path / "ch-http", "SELECT TenantId, ServiceName FROM otel_traces") == [[tenant_id, "json-svc"]]
+    assert any(
+        record["logger"] == "gunicorn.error"
+        for record in (json.loads(line) for line in http.text().splitlines() if line.startswith("{"))
+    )
+    assert _chdb_rows(tmp_path / "ch-http", "SELECT TenantId, ServiceName FROM otel_traces") == [
+        [tenant_id, "json-svc"]
+    ]
     assert _chdb_rows(tmp_path / "ch-grpc", "SELECT TenantId, SpanName FROM otel_traces") == [[tenant_id, "over-grpc"]]
 
 
@@ -335,9 +358,19 @@ def test_http_workers_count_into_one_set_of_metrics_and_report_clickhouse_down(m
     port = _free_port()
     unreachable = f"http://default:pw@127.0.0.1:{_free_port()}/default"
     multiproc = tmp_path / "prometheus"
-    server = Process({**env, "GATEWAY_HTTP_PORT": str(port), "GATEWAY_CLICKHOUSE_URL": unreachable,
-                      "PROMETHEUS_MULTIPROC_DIR": str(multiproc), "GATEWAY_RETRY_AFTER_SECONDS": "7"},
-                     tmp_path / "http.log", "http", "--workers", "2")
+    server = Process(
+        {
+            **env,
+            "GATEWAY_HTTP_PORT": str(port),
+            "GATEWAY_CLICKHOUSE_URL": unreachable,
+            "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+            "GATEWAY_RETRY_AFTER_SECONDS": "7",
+        },
+        tmp_path / "http.log",
+        "http",
+        "--workers",
+        "2",
+    )
     try:
         server.wait_until(_http_up(port), "the HTTP role")
         base = f"http://127.0.0.1:{port}"
@@ -360,7 +393,10 @@ def test_http_workers_count_into_one_set_of_metrics_and_report_clickhouse_down(m
         for _ in range(4):  # whichever worker answers the scrape, it reports every worker's counts
             text = _get(f"{base}/metrics")[2].decode()
             assert _metric(text, "otlp_gateway_requests_total", outcome="storage_unavailable") == requests
-            assert _metric(text, "otlp_gateway_clickhouse_rows_total", result="failed", table="otel_traces") == 2 * requests
+            assert (
+                _metric(text, "otlp_gateway_clickhouse_rows_total", result="failed", table="otel_traces")
+                == 2 * requests
+            )
             assert _metric(text, "otlp_gateway_batcher_queue_depth") == 0
     finally:
         code = server.stop()

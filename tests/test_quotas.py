@@ -1,5 +1,6 @@
 """Admission: plan limits refuse whole requests with the right reply and retry hint, before
 anything is stored; every request's outcome is metered and accepted usage equals stored rows."""
+
 from __future__ import annotations
 
 import itertools
@@ -24,8 +25,9 @@ _plans = itertools.count(1)
 
 def on_plan(tenant, *, signal="traces", max_request_bytes=0, stored_bytes=0, **limits):
     number = next(_plans)
-    plan = Plan.objects.create(name=f"Plan {number}", slug=f"plan-{number}", max_request_bytes=max_request_bytes,
-                               stored_bytes=stored_bytes)
+    plan = Plan.objects.create(
+        name=f"Plan {number}", slug=f"plan-{number}", max_request_bytes=max_request_bytes, stored_bytes=stored_bytes
+    )
     PlanSignal.objects.create(plan=plan, signal=signal, **limits)
     change_plan(actor=SYSTEM, tenant=tenant.tenant, plan=plan)
     return plan
@@ -126,8 +128,9 @@ def test_tenant_override_beats_the_plan(tenant, http_url):
     on_plan(tenant, items_per_second=5, burst_items=5)
     from tenants.services import update_tenant
 
-    update_tenant(actor=SYSTEM, tenant=tenant.tenant, limit_overrides={"traces": {"items_per_second": 1000,
-                                                                                "burst_items": 1000}})
+    update_tenant(
+        actor=SYSTEM, tenant=tenant.tenant, limit_overrides={"traces": {"items_per_second": 1000, "burst_items": 1000}}
+    )
     assert http_post(http_url, "traces", spans(100), key=tenant.key).status == 200
     with pytest.raises(ValueError, match="unknown traces limit"):
         update_tenant(actor=SYSTEM, tenant=tenant.tenant, limit_overrides={"traces": {"spans": 1}})
@@ -141,21 +144,21 @@ def _usage(store, tenant):
     return {(r.signal, r.outcome): (r.requests, r.items, r.items_accepted) for r in rows}
 
 
-def test_usage_counts_every_outcome_and_matches_stored_rows(tenant, http_url, grpc_channel, store, pipeline,
-                                                            bucket_clock):
+def test_usage_counts_every_outcome_and_matches_stored_rows(
+    tenant, http_url, grpc_channel, store, pipeline, bucket_clock
+):
     on_plan(tenant, items_per_second=100, burst_items=100)
-    assert http_post(http_url, "traces", spans(60), key=tenant.key).status == 200                      # accepted
+    assert http_post(http_url, "traces", spans(60), key=tenant.key).status == 200  # accepted
     partial = otlp_requests.traces_request(10)
     partial.resource_spans[0].scope_spans[0].spans[0].trace_id = b"short"
-    grpc_export(grpc_channel, "traces", partial.SerializeToString(), key=tenant.key)                   # partial
-    assert http_post(http_url, "traces", spans(60), key=tenant.key).status == 429                      # throttled
-    assert http_post(http_url, "traces", b"\x01garbage", key=tenant.key).status == 400                 # invalid
+    grpc_export(grpc_channel, "traces", partial.SerializeToString(), key=tenant.key)  # partial
+    assert http_post(http_url, "traces", spans(60), key=tenant.key).status == 429  # throttled
+    assert http_post(http_url, "traces", b"\x01garbage", key=tenant.key).status == 400  # invalid
     from tenants.services import issue_key
 
     logs_only = issue_key(actor=SYSTEM, tenant=tenant.tenant, scopes=["logs"]).secret
-    assert http_post(http_url, "traces", spans(1), key=logs_only).status == 403                        # unauthorized
-    assert http_post(http_url, "logs", otlp_requests.logs_request(3).SerializeToString(),
-                     key=logs_only).status == 200
+    assert http_post(http_url, "traces", spans(1), key=logs_only).status == 403  # unauthorized
+    assert http_post(http_url, "logs", otlp_requests.logs_request(3).SerializeToString(), key=logs_only).status == 200
     assert pipeline.batcher.drain(30)  # refusals are metered without waiting for their INSERT
     assert _usage(store, tenant) == {
         ("traces", "accepted"): (1, 60, 60),

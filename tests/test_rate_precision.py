@@ -1,6 +1,7 @@
 """Two gateway processes share one tenant's item rate through the real Redis: the items one
 accepts are gone from the other's allowance, and everything they accepted is stored. (How
 close to a limit they hold under load is a wall-clock figure: bench/rate_precision.py.)"""
+
 from __future__ import annotations
 
 import shutil
@@ -52,10 +53,20 @@ def shared_redis():
 def test_two_processes_share_one_item_rate(tmp_path, shared_redis):
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
     first_dir.mkdir()
-    env = {"GATEWAY_DATA_DIR": str(first_dir), "DJANGO_SETTINGS_MODULE": "gateway.settings",
-           "GATEWAY_CACHE_URL": shared_redis, "PATH": "/usr/bin:/bin"}
-    setup = subprocess.run([sys.executable, "-c", _SETUP.format(limit=LIMIT, burst=BURST)], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=120)
+    env = {
+        "GATEWAY_DATA_DIR": str(first_dir),
+        "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        "GATEWAY_CACHE_URL": shared_redis,
+        "PATH": "/usr/bin:/bin",
+    }
+    setup = subprocess.run(
+        [sys.executable, "-c", _SETUP.format(limit=LIMIT, burst=BURST)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert setup.returncode == 0, setup.stderr[-2000:]
     key = setup.stdout.split()[-1]
     shutil.copytree(first_dir, second_dir)  # the same tenants, keys and secret: as replicas share a database

@@ -1,5 +1,6 @@
 """What a serving process keeps between requests: its start-up heap out of the collector's
 way, and each request thread's database connection."""
+
 from __future__ import annotations
 
 import gc

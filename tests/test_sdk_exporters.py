@@ -1,5 +1,6 @@
 """Real OpenTelemetry SDK exporters (OTLP/gRPC and OTLP/HTTP) against the running receivers;
 the rows are read back from ClickHouse through the tenant-scoped reader."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,12 +30,15 @@ def _exporters(kind: str, transport: str, endpoint: str, key: str, compression: 
     if transport == "grpc":
         cls = {"traces": GrpcSpanExporter, "metrics": GrpcMetricExporter, "logs": GrpcLogExporter}[kind]
         return cls(
-            endpoint=endpoint, insecure=True, headers={"authorization": f"Bearer {key}"},
+            endpoint=endpoint,
+            insecure=True,
+            headers={"authorization": f"Bearer {key}"},
             compression=GrpcCompression.Gzip if compression else None,
         )
     cls = {"traces": HttpSpanExporter, "metrics": HttpMetricExporter, "logs": HttpLogExporter}[kind]
     return cls(
-        endpoint=f"{endpoint}/v1/{kind}", headers={"x-api-key": key},
+        endpoint=f"{endpoint}/v1/{kind}",
+        headers={"x-api-key": key},
         compression=HttpCompression.Gzip if compression else HttpCompression.NoCompression,
     )
 
@@ -116,11 +120,16 @@ def test_metrics_all_sdk_kinds(transport, tenant):
         "SELECT MetricName, MetricDescription, MetricUnit, Value, IsMonotonic, AggregationTemporality, Attributes,"
         " ServiceName, ScopeName FROM otel_metrics_sum WHERE TenantId = {tenant_id:String} ORDER BY MetricName"
     )
-    assert [(r["MetricName"], r["Value"], r["IsMonotonic"]) for r in sums] == [("orders", 3.0, True), ("queue.depth", -2.0, False)]
+    assert [(r["MetricName"], r["Value"], r["IsMonotonic"]) for r in sums] == [
+        ("orders", 3.0, True),
+        ("queue.depth", -2.0, False),
+    ]
     assert sums[0]["MetricDescription"] == "orders placed" and sums[0]["MetricUnit"] == "1"
     assert sums[0]["Attributes"] == {"region": "eu"} and sums[0]["ServiceName"] == f"checkout-{name}"
     assert sums[0]["AggregationTemporality"] == 2  # cumulative
-    gauges = tenant.rows("SELECT MetricName, Value, Attributes FROM otel_metrics_gauge WHERE TenantId = {tenant_id:String}")
+    gauges = tenant.rows(
+        "SELECT MetricName, Value, Attributes FROM otel_metrics_gauge WHERE TenantId = {tenant_id:String}"
+    )
     assert gauges == [{"MetricName": "temperature", "Value": 21.5, "Attributes": {"room": "lab"}}]
     hist = tenant.rows(
         "SELECT MetricName, Count, Sum, Min, Max, BucketCounts, ExplicitBounds FROM otel_metrics_histogram"
@@ -143,8 +152,12 @@ def test_logs(transport, tenant):
     provider.add_log_record_processor(SimpleLogRecordProcessor(_exporters("logs", name, endpoint, tenant.key, True)))
     logger = provider.get_logger(f"test.sdk.{name}")
     with TracerProvider().get_tracer("t").start_as_current_span("work") as span:
-        logger.emit(body="payment declined for order 42", severity_number=SeverityNumber.WARN,
-                    severity_text="WARN", attributes={"order.id": 42})
+        logger.emit(
+            body="payment declined for order 42",
+            severity_number=SeverityNumber.WARN,
+            severity_text="WARN",
+            attributes={"order.id": 42},
+        )
     provider.shutdown()
 
     rows = tenant.rows(
@@ -196,5 +209,14 @@ def test_summary_points(transport, tenant, grpc_channel):
         "SELECT MetricName, MetricUnit, Count, Sum, ValueAtQuantiles.Quantile AS Q, ValueAtQuantiles.Value AS V,"
         " ServiceName FROM otel_metrics_summary WHERE TenantId = {tenant_id:String}"
     )
-    assert rows == [{"MetricName": "rpc.duration", "MetricUnit": "s", "Count": 10, "Sum": 2.5,
-                     "Q": [0.5, 1.0], "V": [0.2, 0.9], "ServiceName": "summary-svc"}]
+    assert rows == [
+        {
+            "MetricName": "rpc.duration",
+            "MetricUnit": "s",
+            "Count": 10,
+            "Sum": 2.5,
+            "Q": [0.5, 1.0],
+            "V": [0.2, 0.9],
+            "ServiceName": "summary-svc",
+        }
+    ]

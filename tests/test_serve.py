@@ -1,6 +1,7 @@
 """End to end: `manage.py serve` as a person runs it (gunicorn worker with the gRPC server and
 the batcher inside), real exporters over both transports, rows read from its chDB directory
 after it stopped (one process owns a chDB path at a time)."""
+
 from __future__ import annotations
 
 import json
@@ -37,15 +38,23 @@ def _free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, data_dir: Path, extra_env: dict | None = None, args: tuple[str, ...] = (),
-                 grpc_credentials: grpc.ChannelCredentials | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        extra_env: dict | None = None,
+        args: tuple[str, ...] = (),
+        grpc_credentials: grpc.ChannelCredentials | None = None,
+    ):
         self.args, self.grpc_credentials = args, grpc_credentials  # credentials: for a gateway serving TLS
         self.grpc_port, self.http_port = _free_port(), _free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_"))},
-            "GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_GRPC_PORT": str(self.grpc_port), "GATEWAY_HTTP_PORT": str(self.http_port),
-            "DJANGO_SETTINGS_MODULE": "gateway.settings", "PYTHONUNBUFFERED": "1",
+            "GATEWAY_DATA_DIR": str(data_dir),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_GRPC_PORT": str(self.grpc_port),
+            "GATEWAY_HTTP_PORT": str(self.http_port),
+            "DJANGO_SETTINGS_MODULE": "gateway.settings",
+            "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
         self.log = data_dir / f"serve-{self.grpc_port}.log"
@@ -53,17 +62,28 @@ class Gateway:
     def __enter__(self):
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.output = open(self.log, "w")
-        self.process = subprocess.Popen([sys.executable, "manage.py", "serve", *self.args], cwd=ROOT, env=self.env,
-                                        stdout=self.output, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         target = f"localhost:{self.grpc_port}" if self.grpc_credentials else f"127.0.0.1:{self.grpc_port}"
-        with (grpc.secure_channel(target, self.grpc_credentials) if self.grpc_credentials
-              else grpc.insecure_channel(target)) as channel:
+        with (
+            grpc.secure_channel(target, self.grpc_credentials)
+            if self.grpc_credentials
+            else grpc.insecure_channel(target)
+        ) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 assert self.process.poll() is None, self.text()
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ):
                         break
                 except grpc.RpcError:
                     pass
@@ -99,15 +119,23 @@ def test_serve_end_to_end(tmp_path):
         assert f"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20{key}" in gateway.text()
 
         tracer_provider = TracerProvider(resource=Resource.create({"service.name": "e2e"}))
-        tracer_provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-            endpoint=f"127.0.0.1:{gateway.grpc_port}", insecure=True, headers={"authorization": f"Bearer {key}"})))
+        tracer_provider.add_span_processor(
+            SimpleSpanProcessor(
+                OTLPSpanExporter(
+                    endpoint=f"127.0.0.1:{gateway.grpc_port}", insecure=True, headers={"authorization": f"Bearer {key}"}
+                )
+            )
+        )
         with tracer_provider.get_tracer("e2e").start_as_current_span("checkout") as span:
             pass
         tracer_provider.shutdown()
 
         logger_provider = LoggerProvider(resource=Resource.create({"service.name": "e2e"}))
-        logger_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(
-            endpoint=f"http://127.0.0.1:{gateway.http_port}/v1/logs", headers={"x-api-key": key})))
+        logger_provider.add_log_record_processor(
+            SimpleLogRecordProcessor(
+                OTLPLogExporter(endpoint=f"http://127.0.0.1:{gateway.http_port}/v1/logs", headers={"x-api-key": key})
+            )
+        )
         logger_provider.get_logger("e2e").emit(body="hello from e2e", severity_text="INFO")
         logger_provider.shutdown()
 
@@ -117,10 +145,15 @@ def test_serve_end_to_end(tmp_path):
         for number, sock in enumerate(stuck[:20]):
             sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"[: 10 + number])
         request = urllib.request.Request(
-            f"http://127.0.0.1:{gateway.http_port}/v1/traces", method="POST",
+            f"http://127.0.0.1:{gateway.http_port}/v1/traces",
+            method="POST",
             data=iter([otlp_requests.traces_request(2).SerializeToString()]),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf",
-                     "Transfer-Encoding": "chunked"})
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/x-protobuf",
+                "Transfer-Encoding": "chunked",
+            },
+        )
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/healthz", timeout=10) as health:
@@ -133,7 +166,9 @@ def test_serve_end_to_end(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/readyz") as ready:
             assert json.loads(ready.read())["checks"] == {"database": "ok", "cache": "ok", "clickhouse": "ok"}
 
-    rows = _query(data_dir, "SELECT TenantId, SpanName, TraceId, ServiceName FROM otel_traces WHERE ServiceName = 'e2e'")
+    rows = _query(
+        data_dir, "SELECT TenantId, SpanName, TraceId, ServiceName FROM otel_traces WHERE ServiceName = 'e2e'"
+    )
     assert [row[1:] for row in rows] == [["checkout", f"{span.context.trace_id:032x}", "e2e"]]
     assert len(_query(data_dir, "SELECT SpanName FROM otel_traces WHERE ServiceName = 'svc'")) == 2  # the chunked one
     logs = _query(data_dir, "SELECT TenantId, Body FROM otel_logs")

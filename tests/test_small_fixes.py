@@ -1,5 +1,6 @@
 """Smaller faults found with the HTTP edge review, each kept as a test: out-of-range usage dates,
 tenant settings that made no sense, and a log record whose all-zero trace id means none."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,15 @@ def test_retention_zero_is_a_400_in_the_api(tenant, console_user):
     assert reply.status_code == 400 and "retention_days" in reply.json()
 
 
-@pytest.mark.parametrize("overrides", [{"traces": {"items_per_second": True}}, {"max_request_bytes": False},
-                                       {"max_request_bytes": 2**63}, {"logs": {"burst_items": -1}}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"traces": {"items_per_second": True}},
+        {"max_request_bytes": False},
+        {"max_request_bytes": 2**63},
+        {"logs": {"burst_items": -1}},
+    ],
+)
 def test_limit_overrides_must_be_whole_numbers_in_range(overrides, tenant):
     with pytest.raises(ValueError, match="must be a whole number from 0 to"):
         update_tenant(actor=SYSTEM, tenant=tenant.tenant, limit_overrides=overrides)

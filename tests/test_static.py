@@ -1,4 +1,5 @@
 """The console's stylesheets are served by the gateway itself, with DEBUG off as in serve."""
+
 from django.test import Client
 
 

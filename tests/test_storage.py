@@ -1,4 +1,5 @@
 """ClickHouse schema, migrations and the batcher, against the real embedded ClickHouse."""
+
 from __future__ import annotations
 
 import json
@@ -55,11 +56,16 @@ print(json.dumps([int(rows[0][0]), store.merge_threads]))
 def test_embedded_chdb_gets_its_merge_threads(tmp_path, setting):
     """Half the CPUs (at least one) unless GATEWAY_CHDB_MERGE_THREADS says otherwise. In a new
     process: chDB takes engine options only when a process first opens it."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway.settings", "GATEWAY_DATA_DIR": str(tmp_path),
-           "GATEWAY_CHDB_MERGE_THREADS": setting}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_CHDB_MERGE_THREADS": setting,
+    }
     env.pop("GATEWAY_CLICKHOUSE_URL", None)
-    out = subprocess.run([sys.executable, "-c", _MERGE_THREADS_SCRIPT], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _MERGE_THREADS_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     applied, wanted = json.loads(out.stdout.strip().splitlines()[-1])
     expected = 3 if setting else max(1, available_cpus() // 2)
@@ -73,15 +79,23 @@ def test_embedded_inserts_leave_skip_indexes_to_the_first_merge(store):
     flattened = flatten_traces(otlp_requests.traces_request(20), tenant_id=tenant_id, retention_days=1)
     for _ in range(2):
         store.insert("otel_traces", flattened.batches[0].column_names, flattened.batches[0].columns)
-    sql = ("SELECT count() FROM otel_traces WHERE TenantId = {tenant_id:String} AND SpanAttributes['i'] = '7' "
-           "AND TraceId = {trace_id:String}")
+    sql = (
+        "SELECT count() FROM otel_traces WHERE TenantId = {tenant_id:String} AND SpanAttributes['i'] = '7' "
+        "AND TraceId = {trace_id:String}"
+    )
     reader = TenantReader(store, tenant_id)
     parameters = {"trace_id": otlp_requests.TRACE_ID.hex()}
 
     def index_bytes() -> list[int]:
-        return [size for (size,) in store.dangerously_query_unscoped(
-            "SELECT secondary_indices_compressed_bytes FROM system.parts WHERE active AND table = 'otel_traces' "
-            "AND position(partition, {tenant_id:String}) > 0", {"tenant_id": tenant_id}, reason="test").result_rows]
+        return [
+            size
+            for (size,) in store.dangerously_query_unscoped(
+                "SELECT secondary_indices_compressed_bytes FROM system.parts WHERE active AND table = 'otel_traces' "
+                "AND position(partition, {tenant_id:String}) > 0",
+                {"tenant_id": tenant_id},
+                reason="test",
+            ).result_rows
+        ]
 
     assert index_bytes() == [0, 0]
     assert reader.query(sql, parameters).result_rows == [(2,)]
@@ -234,8 +248,10 @@ def test_one_refused_request_fails_alone(store):
         except StorageError as exc:
             results[name] = exc
 
-    threads = [threading.Thread(target=send, args=("bad", bad)),
-               threading.Thread(target=send, args=("good", _batch(good_id)))]
+    threads = [
+        threading.Thread(target=send, args=("bad", bad)),
+        threading.Thread(target=send, args=("good", _batch(good_id))),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

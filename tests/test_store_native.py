@@ -1,6 +1,7 @@
 """Store.encode + Store.insert_native (the batcher's path: each request encodes its own Native
 block, one INSERT sends the blocks of several) store exactly what clickhouse-connect's own
 columnar insert stores."""
+
 from __future__ import annotations
 
 import gzip
@@ -31,7 +32,8 @@ def _request(spans: int):
 def _rows(store: Store, tenant_id: str) -> list[tuple]:
     return store.dangerously_query_unscoped(
         "SELECT * EXCEPT (TenantId) FROM otel_traces WHERE TenantId = {t:String} ORDER BY SpanId, Timestamp",
-        {"t": tenant_id}, reason="test",
+        {"t": tenant_id},
+        reason="test",
     ).result_rows
 
 
@@ -67,15 +69,21 @@ class _FakeServerClient:
         class Context:
             column_names = ["a", "b"]
             column_types = [get_from_name("LowCardinality(String)"), get_from_name("UInt64")]
+
         return Context()
 
     def raw_insert(self, table, column_names, insert_block, settings=None, fmt=None, compression=None):
         self.inserts.append((table, column_names, insert_block, settings, fmt, compression))
 
 
-@pytest.mark.parametrize("compression, decompress", [
-    ("gzip", gzip.decompress), ("lz4", lz4.frame.decompress), (None, lambda data: data),
-])
+@pytest.mark.parametrize(
+    "compression, decompress",
+    [
+        ("gzip", gzip.decompress),
+        ("lz4", lz4.frame.decompress),
+        (None, lambda data: data),
+    ],
+)
 def test_a_server_gets_the_blocks_compressed_as_the_client_negotiated(compression, decompress):
     store = Store("http://127.0.0.1:9/default", cluster="c1")
     store._client = client = _FakeServerClient(compression)

@@ -1,6 +1,7 @@
 """Items the tenant's tables would never show are not acknowledged: older than its retention, or
 further in the future than the grace, each is rejected in partial_success with the reason and
 metered as rejected, over both transports."""
+
 from __future__ import annotations
 
 import time
@@ -89,14 +90,22 @@ def test_old_and_future_items_are_not_acknowledged_on_either_transport(tenant, h
     metrics = otlp_requests.gauge_request(2)
     metrics.resource_metrics[0].scope_metrics[0].metrics[0].gauge.data_points[1].time_unix_nano = future
     response = ExportMetricsServiceResponse.FromString(
-        grpc_export(grpc_channel, "metrics", metrics.SerializeToString(), key=tenant.key))
+        grpc_export(grpc_channel, "metrics", metrics.SerializeToString(), key=tenant.key)
+    )
     assert response.partial_success.rejected_data_points == 1
 
     assert tenant.count("otel_traces") == 2 and tenant.count("otel_logs") == 1
     assert tenant.count("otel_metrics_gauge") == 1
     assert runtime.get_pipeline().batcher.drain(30)
-    usage = {(r["Signal"], r["Outcome"]): (r["Items"], r["ItemsAccepted"]) for r in tenant.rows(
-        "SELECT Signal, Outcome, sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted FROM gateway_usage "
-        "WHERE TenantId = {tenant_id:String} GROUP BY Signal, Outcome")}
-    assert usage == {("traces", "partially_accepted"): (6, 2), ("logs", "partially_accepted"): (2, 1),
-                     ("metrics", "partially_accepted"): (2, 1)}
+    usage = {
+        (r["Signal"], r["Outcome"]): (r["Items"], r["ItemsAccepted"])
+        for r in tenant.rows(
+            "SELECT Signal, Outcome, sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted FROM gateway_usage "
+            "WHERE TenantId = {tenant_id:String} GROUP BY Signal, Outcome"
+        )
+    }
+    assert usage == {
+        ("traces", "partially_accepted"): (6, 2),
+        ("logs", "partially_accepted"): (2, 1),
+        ("metrics", "partially_accepted"): (2, 1),
+    }

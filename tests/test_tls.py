@@ -2,6 +2,7 @@
 OpenTelemetry exporters configured the standard way (OTEL_EXPORTER_OTLP_CERTIFICATE,
 OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY): in-process servers on
 ephemeral ports, plus one run of `manage.py serve` with TLS."""
+
 from __future__ import annotations
 
 import socket
@@ -52,17 +53,24 @@ def pki(tmp_path_factory) -> Pki:
 
 
 def _tls(pki: Pki, client_auth: ClientAuth | None) -> TlsConfig:
-    return TlsConfig(cert_file=pki.server.cert_file, key_file=pki.server.key_file,
-                     client_ca_file=pki.ca.cert_file if client_auth else "",
-                     client_auth=client_auth or ClientAuth.OPTIONAL)
+    return TlsConfig(
+        cert_file=pki.server.cert_file,
+        key_file=pki.server.key_file,
+        client_ca_file=pki.ca.cert_file if client_auth else "",
+        client_auth=client_auth or ClientAuth.OPTIONAL,
+    )
 
 
 def _grpc_server(pki: Pki, client_auth: ClientAuth | None):
     from django.conf import settings
 
-    server, port = build_server(runtime.get_pipeline, address="127.0.0.1:0",
-                                max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES, threads=4,
-                                tls=_tls(pki, client_auth))
+    server, port = build_server(
+        runtime.get_pipeline,
+        address="127.0.0.1:0",
+        max_message_bytes=settings.GATEWAY_MAX_REQUEST_BYTES,
+        threads=4,
+        tls=_tls(pki, client_auth),
+    )
     server.start()
     return server, port
 
@@ -87,8 +95,9 @@ def grpc_tls_port(pki, pipeline):
 def https_url(pki, pipeline):
     """OTLP/HTTP over TLS with optional client certificates (the mode that serves both kinds),
     behind the production HTTP edge."""
-    server = ServerThread(application, limits=limits_from_settings(),
-                          ssl_context=_tls(pki, ClientAuth.OPTIONAL).server_ssl_context()).start()
+    server = ServerThread(
+        application, limits=limits_from_settings(), ssl_context=_tls(pki, ClientAuth.OPTIONAL).server_ssl_context()
+    ).start()
     yield f"https://127.0.0.1:{server.port}"
     server.stop()
 
@@ -122,8 +131,9 @@ def _span(name: str):
 
 def _grpc_export(port: int, span_name: str, key: str | None = None, *, insecure: bool = False) -> SpanExportResult:
     scheme = "http" if insecure else "https"
-    exporter = GrpcSpanExporter(endpoint=f"{scheme}://localhost:{port}", timeout=3,
-                                headers={"authorization": f"Bearer {key}"} if key else None)
+    exporter = GrpcSpanExporter(
+        endpoint=f"{scheme}://localhost:{port}", timeout=3, headers={"authorization": f"Bearer {key}"} if key else None
+    )
     try:
         return exporter.export([_span(span_name)])
     finally:
@@ -131,7 +141,9 @@ def _grpc_export(port: int, span_name: str, key: str | None = None, *, insecure:
 
 
 def _http_export(base_url: str, span_name: str, key: str | None = None) -> SpanExportResult:
-    exporter = HttpSpanExporter(endpoint=f"{base_url}/v1/traces", timeout=3, headers={"x-api-key": key} if key else None)
+    exporter = HttpSpanExporter(
+        endpoint=f"{base_url}/v1/traces", timeout=3, headers={"x-api-key": key} if key else None
+    )
     try:
         return exporter.export([_span(span_name)])
     finally:
@@ -139,8 +151,10 @@ def _http_export(base_url: str, span_name: str, key: str | None = None) -> SpanE
 
 
 def _span_names(tenant) -> list[str]:
-    return [row["SpanName"] for row in tenant.rows(
-        "SELECT SpanName FROM otel_traces WHERE TenantId = {tenant_id:String} ORDER BY SpanName")]
+    return [
+        row["SpanName"]
+        for row in tenant.rows("SELECT SpanName FROM otel_traces WHERE TenantId = {tenant_id:String} ORDER BY SpanName")
+    ]
 
 
 def _register(tenant, issued: Issued, name: str = "collector"):
@@ -148,6 +162,7 @@ def _register(tenant, issued: Issued, name: str = "collector"):
 
 
 # --- OTLP/gRPC ---------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_grpc_tls_with_api_key(grpc_tls_port, tenant, otlp_tls_env):
@@ -177,8 +192,13 @@ def test_grpc_client_certificate_in_place_of_api_key(grpc_mtls_port, tenant, otl
 @pytest.mark.parametrize("client", ["none", "plaintext", "untrusted_ca", "expired"])
 def test_grpc_mtls_refuses(grpc_mtls_port, tenant, otlp_tls_env, pki, client):
     if client == "expired":  # even when registered: the handshake refuses it before any lookup
-        ClientCertificate.objects.create(tenant=tenant.tenant, name="old", sha256=certificate_sha256(pki.expired.der),
-                                         subject="CN=client-expired", not_after=timezone.now() - timedelta(days=1))
+        ClientCertificate.objects.create(
+            tenant=tenant.tenant,
+            name="old",
+            sha256=certificate_sha256(pki.expired.der),
+            subject="CN=client-expired",
+            not_after=timezone.now() - timedelta(days=1),
+        )
     otlp_tls_env({"none": None, "plaintext": None, "untrusted_ca": pki.rogue_client, "expired": pki.expired}[client])
     result = _grpc_export(grpc_mtls_port, "refused", tenant.key, insecure=client == "plaintext")
     assert result == SpanExportResult.FAILURE
@@ -186,14 +206,14 @@ def test_grpc_mtls_refuses(grpc_mtls_port, tenant, otlp_tls_env, pki, client):
 
 
 def _mtls_channel(pki: Pki, client: Issued, port: int) -> grpc.Channel:
-    credentials = grpc.ssl_channel_credentials(Path(pki.ca.cert_file).read_bytes(),
-                                               Path(client.key_file).read_bytes(), client.pem)
+    credentials = grpc.ssl_channel_credentials(
+        Path(pki.ca.cert_file).read_bytes(), Path(client.key_file).read_bytes(), client.pem
+    )
     return grpc.secure_channel(f"localhost:{port}", credentials)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_grpc_certificate_of_another_tenant_cannot_write_as_this_tenant(grpc_mtls_port, make_tenant, otlp_tls_env,
-                                                                       pki):
+def test_grpc_certificate_of_another_tenant_cannot_write_as_this_tenant(grpc_mtls_port, make_tenant, otlp_tls_env, pki):
     owner, victim = make_tenant(), make_tenant()
     _register(owner, pki.client_a, name="owner-collector")
     otlp_tls_env(pki.client_a)
@@ -203,20 +223,24 @@ def test_grpc_certificate_of_another_tenant_cannot_write_as_this_tenant(grpc_mtl
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert refused.value.details() == (
         f"the client certificate 'owner-collector' is registered to tenant {owner.tenant.slug}, but the API key "
-        f"belongs to tenant {victim.tenant.slug}; send one tenant's credentials only")
+        f"belongs to tenant {victim.tenant.slug}; send one tenant's credentials only"
+    )
     assert victim.count("otel_traces") == 0 and owner.count("otel_traces") == 0
 
 
 @pytest.mark.django_db(transaction=True)
 def test_grpc_unregistered_certificate_without_key_is_unauthenticated(grpc_mtls_port, tenant, pki):
-    with _mtls_channel(pki, pki.client_unregistered, grpc_mtls_port) as channel, \
-            pytest.raises(grpc.RpcError) as refused:
+    with (
+        _mtls_channel(pki, pki.client_unregistered, grpc_mtls_port) as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
         grpc_export(channel, "traces", traces_request().SerializeToString(), key=None)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "is not registered to a tenant" in refused.value.details()
 
 
 # --- OTLP/HTTP ---------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_http_trusted_client_certificate_in_place_of_api_key(https_url, tenant, otlp_tls_env, pki):
@@ -229,7 +253,8 @@ def test_http_trusted_client_certificate_in_place_of_api_key(https_url, tenant, 
     provider.shutdown()
     assert _span_names(tenant) == ["http by certificate"]
     assert tenant.rows("SELECT Body FROM otel_logs WHERE TenantId = {tenant_id:String}") == [
-        {"Body": "a log over mutual TLS"}]
+        {"Body": "a log over mutual TLS"}
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -260,8 +285,10 @@ def test_http_refused_certificate_alert_names_the_cause(https_url, pki, client, 
     host, port = https_url.removeprefix("https://").split(":")
     # Under TLS 1.3 the server judges the client's certificate after the client's side of the
     # handshake is done; its alert is the next thing the client reads (sending first could race it).
-    with socket.create_connection((host, int(port)), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname=host) as connection:
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as connection,
+    ):
         with pytest.raises(ssl.SSLError, match=f"(?i){alert}"):
             connection.recv(1)
 
@@ -272,12 +299,19 @@ def test_http_certificate_of_another_tenant_cannot_write_as_this_tenant(https_ur
     _register(owner, pki.client_a, name="owner-collector")
     otlp_tls_env(pki.client_a)
     assert _http_export(https_url, "as victim", victim.key) == SpanExportResult.FAILURE
-    reply = requests.post(f"{https_url}/v1/traces", data=traces_request().SerializeToString(), timeout=10,
-                          headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {victim.key}"},
-                          verify=pki.ca.cert_file, cert=(pki.client_a.cert_file, pki.client_a.key_file))
+    reply = requests.post(
+        f"{https_url}/v1/traces",
+        data=traces_request().SerializeToString(),
+        timeout=10,
+        headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {victim.key}"},
+        verify=pki.ca.cert_file,
+        cert=(pki.client_a.cert_file, pki.client_a.key_file),
+    )
     assert reply.status_code == 403
-    assert f"registered to tenant {owner.tenant.slug}, but the API key belongs to tenant {victim.tenant.slug}" \
+    assert (
+        f"registered to tenant {owner.tenant.slug}, but the API key belongs to tenant {victim.tenant.slug}"
         in reply.text
+    )
     assert victim.count("otel_traces") == 0 and owner.count("otel_traces") == 0
 
 
@@ -295,6 +329,7 @@ def test_http_tenant_policy_requires_certificate_and_key(https_url, tenant, otlp
 
 # --- Authentication and registration, without a network --------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 def test_authenticate_by_certificate(tenant, pki):
     certificate = _register(tenant, pki.client_a)
@@ -302,10 +337,17 @@ def test_authenticate_by_certificate(tenant, pki):
     assert certificate.sha256 == sha
     principal = authenticate(None, Signal.LOGS, client_cert_sha256=sha)
     assert (principal.tenant_id, principal.key_id, principal.client_certificate_id) == (
-        str(tenant.tenant.id), None, certificate.id)
+        str(tenant.tenant.id),
+        None,
+        certificate.id,
+    )
     # An unregistered (but CA-verified) certificate counts for nothing next to a valid key.
-    assert authenticate(tenant.key, Signal.LOGS,
-                        client_cert_sha256=certificate_sha256(pki.client_b.der)).client_certificate_id is None
+    assert (
+        authenticate(
+            tenant.key, Signal.LOGS, client_cert_sha256=certificate_sha256(pki.client_b.der)
+        ).client_certificate_id
+        is None
+    )
     assert authenticate(tenant.key, Signal.LOGS).key_id is not None  # the old signature still works
 
     revoke_client_certificate(actor=ACTOR, certificate=certificate)
@@ -319,8 +361,13 @@ def test_authenticate_by_certificate(tenant, pki):
 @pytest.mark.django_db(transaction=True)
 def test_expired_registration_is_refused_with_its_date(tenant, pki):
     expired_at = timezone.now() - timedelta(days=1)
-    ClientCertificate.objects.create(tenant=tenant.tenant, name="old", sha256=certificate_sha256(pki.expired.der),
-                                     subject="CN=client-expired", not_after=expired_at)
+    ClientCertificate.objects.create(
+        tenant=tenant.tenant,
+        name="old",
+        sha256=certificate_sha256(pki.expired.der),
+        subject="CN=client-expired",
+        not_after=expired_at,
+    )
     with pytest.raises(CredentialsRefused, match=f"expired on {expired_at:%Y-%m-%d}; register its renewal"):
         authenticate(None, Signal.TRACES, client_cert_sha256=certificate_sha256(pki.expired.der))
 
@@ -370,11 +417,18 @@ def test_tls_settings_are_checked(pki, tmp_path):
     from gateway.processes.serving import gunicorn_options
 
     assert TlsConfig.from_settings() is None and tls_check(None) == []
-    with override_settings(GATEWAY_TLS_CERT_FILE=pki.server.cert_file, GATEWAY_TLS_KEY_FILE=pki.server.key_file,
-                           GATEWAY_TLS_CLIENT_CA_FILE=pki.ca.cert_file, GATEWAY_TLS_CLIENT_AUTH="required"):
+    with override_settings(
+        GATEWAY_TLS_CERT_FILE=pki.server.cert_file,
+        GATEWAY_TLS_KEY_FILE=pki.server.key_file,
+        GATEWAY_TLS_CLIENT_CA_FILE=pki.ca.cert_file,
+        GATEWAY_TLS_CLIENT_AUTH="required",
+    ):
         options = gunicorn_options(workers=1)
         assert (options["certfile"], options["keyfile"], options["ca_certs"]) == (
-            pki.server.cert_file, pki.server.key_file, pki.ca.cert_file)
+            pki.server.cert_file,
+            pki.server.key_file,
+            pki.ca.cert_file,
+        )
         assert options["cert_reqs"] == ssl.CERT_REQUIRED
     with override_settings(GATEWAY_TLS_CERT_FILE=pki.server.cert_file, GATEWAY_TLS_KEY_FILE=""):
         with pytest.raises(ImproperlyConfigured, match="both GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE"):
@@ -382,40 +436,68 @@ def test_tls_settings_are_checked(pki, tmp_path):
         assert [error.id for error in tls_check(None)] == ["gateway.E003"]
     with override_settings(GATEWAY_TLS_CERT_FILE=pki.server.cert_file, GATEWAY_TLS_KEY_FILE=pki.client_a.key_file):
         assert "TLS is misconfigured" in tls_check(None)[0].msg  # the key is not the certificate's
-    with override_settings(GATEWAY_TLS_CERT_FILE=pki.server.cert_file, GATEWAY_TLS_KEY_FILE=pki.server.key_file,
-                           GATEWAY_TLS_CLIENT_CA_FILE=str(tmp_path / "missing.pem")):
+    with override_settings(
+        GATEWAY_TLS_CERT_FILE=pki.server.cert_file,
+        GATEWAY_TLS_KEY_FILE=pki.server.key_file,
+        GATEWAY_TLS_CLIENT_CA_FILE=str(tmp_path / "missing.pem"),
+    ):
         with pytest.raises(ImproperlyConfigured, match="missing.pem, which is not a readable file"):
             TlsConfig.from_settings()
-    with override_settings(GATEWAY_TLS_CERT_FILE=pki.server.cert_file, GATEWAY_TLS_KEY_FILE=pki.server.key_file,
-                           GATEWAY_TLS_CLIENT_AUTH="sometimes"):
+    with override_settings(
+        GATEWAY_TLS_CERT_FILE=pki.server.cert_file,
+        GATEWAY_TLS_KEY_FILE=pki.server.key_file,
+        GATEWAY_TLS_CLIENT_AUTH="sometimes",
+    ):
         with pytest.raises(ImproperlyConfigured, match="optional or required"):
             TlsConfig.from_settings()
 
 
 # --- manage.py serve with mutual TLS, end to end ---------------------------------------------
 
+
 @pytest.mark.slow
 def test_serve_with_mutual_tls(tmp_path, pki, otlp_tls_env):
     from tests.test_serve import Gateway, _query
 
     data_dir = tmp_path / "data"
-    env = {"GATEWAY_TLS_CERT_FILE": pki.server.cert_file, "GATEWAY_TLS_KEY_FILE": pki.server.key_file,
-           "GATEWAY_TLS_CLIENT_CA_FILE": pki.ca.cert_file, "GATEWAY_TLS_CLIENT_AUTH": "required"}
-    health_credentials = grpc.ssl_channel_credentials(Path(pki.ca.cert_file).read_bytes(),
-                                                      Path(pki.client_b.key_file).read_bytes(), pki.client_b.pem)
+    env = {
+        "GATEWAY_TLS_CERT_FILE": pki.server.cert_file,
+        "GATEWAY_TLS_KEY_FILE": pki.server.key_file,
+        "GATEWAY_TLS_CLIENT_CA_FILE": pki.ca.cert_file,
+        "GATEWAY_TLS_CLIENT_AUTH": "required",
+    }
+    health_credentials = grpc.ssl_channel_credentials(
+        Path(pki.ca.cert_file).read_bytes(), Path(pki.client_b.key_file).read_bytes(), pki.client_b.pem
+    )
     with Gateway(data_dir, extra_env=env, grpc_credentials=health_credentials) as gateway:
         assert f"OTEL_EXPORTER_OTLP_ENDPOINT=https://localhost:{gateway.grpc_port}" in gateway.text()
         assert "TLS, client certificates required" in gateway.text()
-        subprocess.run([sys.executable, "manage.py", "register_client_certificate", "demo", pki.client_a.cert_file,
-                        "--name", "e2e"], cwd=Path(__file__).resolve().parent.parent, env=gateway.env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "register_client_certificate",
+                "demo",
+                pki.client_a.cert_file,
+                "--name",
+                "e2e",
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=gateway.env,
+            check=True,
+            capture_output=True,
+        )
         otlp_tls_env(pki.client_a)
         # No API key: the registered certificate is the credential, on both transports.
         assert _grpc_export(gateway.grpc_port, "grpc over mtls") == SpanExportResult.SUCCESS
         assert _http_export(f"https://127.0.0.1:{gateway.http_port}", "http over mtls") == SpanExportResult.SUCCESS
 
-        console = requests.get(f"https://localhost:{gateway.http_port}/admin/login/", timeout=10,
-                               verify=pki.ca.cert_file, cert=(pki.client_b.cert_file, pki.client_b.key_file))
+        console = requests.get(
+            f"https://localhost:{gateway.http_port}/admin/login/",
+            timeout=10,
+            verify=pki.ca.cert_file,
+            cert=(pki.client_b.cert_file, pki.client_b.key_file),
+        )
         assert console.status_code == 200 and "csrfmiddlewaretoken" in console.text
         with pytest.raises(requests.exceptions.SSLError):  # client certificates are required here
             requests.get(f"https://localhost:{gateway.http_port}/healthz", verify=pki.ca.cert_file, timeout=10)
@@ -426,4 +508,3 @@ def test_serve_with_mutual_tls(tmp_path, pki, otlp_tls_env):
 
     rows = _query(data_dir, "SELECT SpanName FROM otel_traces ORDER BY SpanName")
     assert rows == [["grpc over mtls"], ["http over mtls"]]
-

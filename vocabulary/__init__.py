@@ -2,6 +2,7 @@
 refused whole (`Reason`, `Refusal`). It imports nothing of the project, so every layer may
 import it; what a reason looks like on the wire is the transports' business (gateway.otlp.replies).
 """
+
 from __future__ import annotations
 
 import enum
@@ -81,8 +82,9 @@ class Refusal(Exception):
     retry_after_seconds: int | None  # set only for a reason that a retry can get past
     tenant_id: str | None  # whose request it was, where that is known without a principal
 
-    def __init__(self, reason: Reason, message: str, *, retry_after_seconds: int | None = None,
-                 tenant_id: str | None = None):
+    def __init__(
+        self, reason: Reason, message: str, *, retry_after_seconds: int | None = None, tenant_id: str | None = None
+    ):
         # A message quotes what the sender sent; a lone surrogate in it could not be encoded in
         # the reply.
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -7,106 +7,158 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0001_initial'),
-        ('tenants', '0005_tenant_limit_overrides'),
+        ("billing", "0001_initial"),
+        ("tenants", "0005_tenant_limit_overrides"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='plan',
-            name='base_fee',
-            field=models.DecimalField(decimal_places=2, default=Decimal('0'), help_text='Per month, pro-rated for part of a month.', max_digits=12),
+            model_name="plan",
+            name="base_fee",
+            field=models.DecimalField(
+                decimal_places=2,
+                default=Decimal("0"),
+                help_text="Per month, pro-rated for part of a month.",
+                max_digits=12,
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='currency',
-            field=models.CharField(default='USD', max_length=3),
+            model_name="plan",
+            name="currency",
+            field=models.CharField(default="USD", max_length=3),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='max_request_bytes',
-            field=models.PositiveIntegerField(default=4194304, help_text='Largest request body accepted (bytes, compressed).'),
+            model_name="plan",
+            name="max_request_bytes",
+            field=models.PositiveIntegerField(
+                default=4194304, help_text="Largest request body accepted (bytes, compressed)."
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='price_per_gb',
-            field=models.DecimalField(decimal_places=4, default=Decimal('0'), help_text='Per GB (10^9 bytes) of accepted request bodies.', max_digits=12),
+            model_name="plan",
+            name="price_per_gb",
+            field=models.DecimalField(
+                decimal_places=4,
+                default=Decimal("0"),
+                help_text="Per GB (10^9 bytes) of accepted request bodies.",
+                max_digits=12,
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='retention_days',
+            model_name="plan",
+            name="retention_days",
             field=models.PositiveSmallIntegerField(default=30),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='stored_bytes',
-            field=models.PositiveBigIntegerField(default=0, help_text='Most bytes stored in ClickHouse; 0: no cap.'),
+            model_name="plan",
+            name="stored_bytes",
+            field=models.PositiveBigIntegerField(default=0, help_text="Most bytes stored in ClickHouse; 0: no cap."),
         ),
         migrations.CreateModel(
-            name='Invoice',
+            name="Invoice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period', models.CharField(help_text='YYYY-MM', max_length=7)),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('issued', 'Issued')], default='draft', max_length=8)),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('total', models.DecimalField(decimal_places=2, default=Decimal('0'), max_digits=14)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("period", models.CharField(help_text="YYYY-MM", max_length=7)),
+                (
+                    "status",
+                    models.CharField(choices=[("draft", "Draft"), ("issued", "Issued")], default="draft", max_length=8),
+                ),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                ("total", models.DecimalField(decimal_places=2, default=Decimal("0"), max_digits=14)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="invoices", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-period', 'tenant'],
-                'unique_together': {('tenant', 'period')},
+                "ordering": ["-period", "tenant"],
+                "unique_together": {("tenant", "period")},
             },
         ),
         migrations.CreateModel(
-            name='InvoiceLine',
+            name="InvoiceLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField()),
-                ('description', models.CharField(max_length=300)),
-                ('quantity', models.DecimalField(decimal_places=6, max_digits=20)),
-                ('unit', models.CharField(max_length=32)),
-                ('unit_price', models.DecimalField(decimal_places=4, max_digits=12)),
-                ('amount', models.DecimalField(decimal_places=2, max_digits=14)),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='billing.invoice')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("position", models.PositiveSmallIntegerField()),
+                ("description", models.CharField(max_length=300)),
+                ("quantity", models.DecimalField(decimal_places=6, max_digits=20)),
+                ("unit", models.CharField(max_length=32)),
+                ("unit_price", models.DecimalField(decimal_places=4, max_digits=12)),
+                ("amount", models.DecimalField(decimal_places=2, max_digits=14)),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="lines", to="billing.invoice"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['invoice', 'position'],
+                "ordering": ["invoice", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Subscription',
+            name="Subscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('starts_at', models.DateTimeField()),
-                ('ends_at', models.DateTimeField(blank=True, null=True)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='subscriptions', to='billing.plan')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='subscriptions', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("starts_at", models.DateTimeField()),
+                ("ends_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="subscriptions", to="billing.plan"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="subscriptions", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant', 'starts_at'],
+                "ordering": ["tenant", "starts_at"],
             },
         ),
         migrations.CreateModel(
-            name='PlanSignal',
+            name="PlanSignal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('signal', models.CharField(choices=[('traces', 'traces'), ('metrics', 'metrics'), ('logs', 'logs')], max_length=16)),
-                ('items_per_second', models.PositiveIntegerField(default=0)),
-                ('burst_items', models.PositiveIntegerField(default=0, help_text="Items allowed at once above the steady rate; 0: one second's worth.")),
-                ('requests_per_second', models.PositiveIntegerField(default=0)),
-                ('items_per_day', models.PositiveBigIntegerField(default=0)),
-                ('bytes_per_day', models.PositiveBigIntegerField(default=0)),
-                ('included_items', models.PositiveBigIntegerField(default=0, help_text='Items per month in the base fee.')),
-                ('price_per_million', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=12)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='signals', to='billing.plan')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "signal",
+                    models.CharField(
+                        choices=[("traces", "traces"), ("metrics", "metrics"), ("logs", "logs")], max_length=16
+                    ),
+                ),
+                ("items_per_second", models.PositiveIntegerField(default=0)),
+                (
+                    "burst_items",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Items allowed at once above the steady rate; 0: one second's worth."
+                    ),
+                ),
+                ("requests_per_second", models.PositiveIntegerField(default=0)),
+                ("items_per_day", models.PositiveBigIntegerField(default=0)),
+                ("bytes_per_day", models.PositiveBigIntegerField(default=0)),
+                (
+                    "included_items",
+                    models.PositiveBigIntegerField(default=0, help_text="Items per month in the base fee."),
+                ),
+                ("price_per_million", models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=12)),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="signals", to="billing.plan"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['plan', 'signal'],
-                'unique_together': {('plan', 'signal')},
+                "ordering": ["plan", "signal"],
+                "unique_together": {("plan", "signal")},
             },
         ),
     ]

@@ -1,19 +1,44 @@
 """Seed a free and a paid plan."""
+
 from decimal import Decimal
 
 from django.db import migrations
 
 PLANS = {
-    "free": dict(name="Free", max_request_bytes=1024 * 1024, stored_bytes=5 * 10**9, retention_days=7,
-                 base_fee=Decimal("0"), price_per_gb=Decimal("0"),
-                 signals=dict(items_per_second=1000, burst_items=2000, requests_per_second=20,
-                              items_per_day=10_000_000, bytes_per_day=2 * 10**9, included_items=0,
-                              price_per_million=Decimal("0"))),
-    "pro": dict(name="Pro", max_request_bytes=4 * 1024 * 1024, stored_bytes=0, retention_days=30,
-                base_fee=Decimal("99.00"), price_per_gb=Decimal("0.10"),
-                signals=dict(items_per_second=50_000, burst_items=100_000, requests_per_second=500,
-                             items_per_day=0, bytes_per_day=0, included_items=100_000_000,
-                             price_per_million=Decimal("0.30"))),
+    "free": dict(
+        name="Free",
+        max_request_bytes=1024 * 1024,
+        stored_bytes=5 * 10**9,
+        retention_days=7,
+        base_fee=Decimal("0"),
+        price_per_gb=Decimal("0"),
+        signals=dict(
+            items_per_second=1000,
+            burst_items=2000,
+            requests_per_second=20,
+            items_per_day=10_000_000,
+            bytes_per_day=2 * 10**9,
+            included_items=0,
+            price_per_million=Decimal("0"),
+        ),
+    ),
+    "pro": dict(
+        name="Pro",
+        max_request_bytes=4 * 1024 * 1024,
+        stored_bytes=0,
+        retention_days=30,
+        base_fee=Decimal("99.00"),
+        price_per_gb=Decimal("0.10"),
+        signals=dict(
+            items_per_second=50_000,
+            burst_items=100_000,
+            requests_per_second=500,
+            items_per_day=0,
+            bytes_per_day=0,
+            included_items=100_000_000,
+            price_per_million=Decimal("0.30"),
+        ),
+    ),
 }
 
 

@@ -5,6 +5,7 @@ A preflight carries no credentials, so it is answered from the gateway's own lis
 follows carries the tenant's key; the pipeline then checks its Origin against that tenant's own
 list (tenants.origins), so a tenant's browser key works only from that tenant's sites.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -24,19 +25,25 @@ def preflight(request: HttpRequest, origin: str) -> HttpResponse:
     if not allowed_globally(origin):
         response = HttpResponse(
             f"origin {origin} may not send to this gateway: add it to GATEWAY_CORS_ALLOWED_ORIGINS\n",
-            status=403, content_type="text/plain")
+            status=403,
+            content_type="text/plain",
+        )
         response["Vary"] = "Origin"
         return response
     method = request.headers.get("Access-Control-Request-Method", "POST")
     if method.upper() != "POST":
         return HttpResponse(f"OTLP/HTTP takes POST, not {method}\n", status=405, content_type="text/plain")
     allowed = {*_ALWAYS_ALLOWED_HEADERS, *(h.lower() for h in settings.GATEWAY_CORS_ALLOWED_HEADERS)}
-    asked = [h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
-             if h.strip()]
+    asked = [
+        h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()
+    ]
     refused = [h for h in asked if h not in allowed]
     if refused:
-        return HttpResponse(f"header(s) {', '.join(refused)} may not be sent: add them to "
-                            "GATEWAY_CORS_ALLOWED_HEADERS\n", status=403, content_type="text/plain")
+        return HttpResponse(
+            f"header(s) {', '.join(refused)} may not be sent: add them to GATEWAY_CORS_ALLOWED_HEADERS\n",
+            status=403,
+            content_type="text/plain",
+        )
     response = HttpResponse(status=204)
     response["Access-Control-Allow-Origin"] = origin
     response["Access-Control-Allow-Methods"] = "POST"

@@ -1,5 +1,6 @@
 """Request bytes -> Export*ServiceRequest: media types, decompression with a bomb limit,
 protobuf and OTLP/JSON decoding. Every failure is an Refusal with a message to act on."""
+
 from __future__ import annotations
 
 import base64
@@ -49,8 +50,7 @@ def encoding_for(content_type: str | None) -> Encoding:
         return Encoding.JSON
     raise Refusal(
         Reason.UNSUPPORTED_MEDIA_TYPE,
-        f"unsupported Content-Type {content_type or '(none)'!r}: "
-        "send application/x-protobuf or application/json",
+        f"unsupported Content-Type {content_type or '(none)'!r}: send application/x-protobuf or application/json",
     )
 
 
@@ -139,8 +139,18 @@ def _unzstd(body: bytes, *, limit: int) -> bytes:
 # What a hostile body can make the JSON parser and protobuf's JSON mapping raise: nesting past
 # the recursion limit, numbers past any range (an enum of 1e999), strings protobuf will not take
 # (a lone surrogate), values of the wrong type at any depth.
-_JSON_ERRORS = (ValueError, TypeError, RecursionError, OverflowError, UnicodeError, KeyError, IndexError,
-                AttributeError, SystemError, json_format.ParseError)
+_JSON_ERRORS = (
+    ValueError,
+    TypeError,
+    RecursionError,
+    OverflowError,
+    UnicodeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    SystemError,
+    json_format.ParseError,
+)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -183,17 +193,22 @@ def parse(signal: Signal, data: bytes, encoding: Encoding) -> Message:
     if _SURROGATE_ESCAPE.search(data):
         bad = _lone_surrogate(document)
         if bad is not None:
-            raise Refusal(Reason.UNDECODABLE, f"body is not valid OTLP/JSON: the string {bad[:60]!r} holds a "
-                              "lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)")
+            raise Refusal(
+                Reason.UNDECODABLE,
+                f"body is not valid OTLP/JSON: the string {bad[:60]!r} holds a "
+                "lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)",
+            )
     _hex_ids_to_base64(signal, document)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except RecursionError as exc:
-        raise Refusal(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
-                          "nested too deeply") from exc
+        raise Refusal(
+            Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: nested too deeply"
+        ) from exc
     except _JSON_ERRORS as exc:
-        raise Refusal(Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: "
-                          f"{str(exc)[:500]}") from exc
+        raise Refusal(
+            Reason.UNDECODABLE, f"body is not a valid OTLP/JSON {message.DESCRIPTOR.name}: {str(exc)[:500]}"
+        ) from exc
     return message
 
 

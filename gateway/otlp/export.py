@@ -1,6 +1,7 @@
 """What both transports do around the pipeline, written once: time the request, take the API
 key from the headers, run the pipeline (or refuse when it cannot be built), count the request
 in the metrics. A transport only reads the request and writes the reply this returns."""
+
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def storage_unavailable() -> Refusal:
-    return Refusal(Reason.STORAGE_UNAVAILABLE,
-                   "storage is temporarily unavailable; nothing from this request was stored, retry later",
-                   retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS)
+    return Refusal(
+        Reason.STORAGE_UNAVAILABLE,
+        "storage is temporarily unavailable; nothing from this request was stored, retry later",
+        retry_after_seconds=settings.GATEWAY_RETRY_AFTER_SECONDS,
+    )
 
 
 def internal_error() -> Refusal:
@@ -57,8 +60,9 @@ def export(
     return result
 
 
-def refused_on_arrival(transport: Transport, signal: Signal, refusal: Refusal, *,
-                       get_pipeline: Callable[[], Pipeline]) -> None:
+def refused_on_arrival(
+    transport: Transport, signal: Signal, refusal: Refusal, *, get_pipeline: Callable[[], Pipeline]
+) -> None:
     """Count and meter a request refused before it reached the pipeline (the gRPC server's
     admission: no key, or too many calls in flight)."""
     metrics.record_export(transport, ExportResult.refused(signal, refusal), started=time.perf_counter())

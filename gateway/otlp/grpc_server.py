@@ -4,6 +4,7 @@ gRPC health service. Transport only: it hands raw request bytes to the shared pi
 gRPC decompresses (gzip) in grpc core, which enforces the receive-size limit on the
 decompressed message, so a compression bomb is refused before Python sees it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,9 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
     as is one over the cap of calls in flight (queued or running), with RetryInfo. The rest
     are authenticated in full by the handler, still before it reads the message."""
 
-    def __init__(self, *, max_in_flight: int, keys_required: bool,
-                 on_refused: Callable[[Refusal, str], None] | None = None):
+    def __init__(
+        self, *, max_in_flight: int, keys_required: bool, on_refused: Callable[[Refusal, str], None] | None = None
+    ):
         self.max_in_flight = max_in_flight
         self.keys_required = keys_required  # False under mutual TLS: a certificate may stand in
         self.on_refused = on_refused
@@ -72,8 +74,11 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         if refusal is None:
             with self._lock:
                 if self.in_flight >= self.max_in_flight:
-                    refusal = Refusal(Reason.OVERLOADED, f"the gateway has {self.max_in_flight} export calls in "
-                                          "flight; retry shortly", retry_after_seconds=1)
+                    refusal = Refusal(
+                        Reason.OVERLOADED,
+                        f"the gateway has {self.max_in_flight} export calls in flight; retry shortly",
+                        retry_after_seconds=1,
+                    )
                 else:
                     self.in_flight += 1
         if refusal is not None:
@@ -105,9 +110,15 @@ def _export_handler(get_pipeline: Callable[[], Pipeline], signal: Signal):
     def export_call(request_iterator, context: grpc.ServicerContext) -> bytes:
         authorization, x_api_key = _credentials(context.invocation_metadata())
         try:
-            result = export(Transport.GRPC, signal, get_pipeline=get_pipeline, authorization=authorization,
-                            x_api_key=x_api_key, read_body=lambda: _read_message(request_iterator),
-                            client_cert_sha256=grpc_peer_certificate_sha256(context))
+            result = export(
+                Transport.GRPC,
+                signal,
+                get_pipeline=get_pipeline,
+                authorization=authorization,
+                x_api_key=x_api_key,
+                read_body=lambda: _read_message(request_iterator),
+                client_cert_sha256=grpc_peer_certificate_sha256(context),
+            )
         except Exception:  # export ends every failure in a result; this is the net under this code
             log.exception("OTLP/gRPC %s request failed outside the pipeline", signal)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the gateway's operators have the details")
@@ -151,11 +162,13 @@ def build_server(
             ("grpc.max_connection_age_ms", max_connection_age_seconds * 1000),
             ("grpc.max_connection_age_grace_ms", 30_000),  # lets calls in flight finish
         ]
+
     def refused(refusal: Refusal, method: str) -> None:
         refused_on_arrival(Transport.GRPC, EXPORT_METHODS[method], refusal, get_pipeline=get_pipeline)
 
-    admission = AdmissionInterceptor(max_in_flight=max_in_flight, keys_required=not (tls is not None and tls.mutual),
-                                     on_refused=refused)
+    admission = AdmissionInterceptor(
+        max_in_flight=max_in_flight, keys_required=not (tls is not None and tls.mutual), on_refused=refused
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="otlp-grpc"),
         options=options,
@@ -179,8 +192,11 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", *SERVICES.values()):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    port = (server.add_secure_port(address, tls.grpc_server_credentials()) if tls is not None
-            else server.add_insecure_port(address))
+    port = (
+        server.add_secure_port(address, tls.grpc_server_credentials())
+        if tls is not None
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         raise OSError(f"cannot bind the OTLP/gRPC receiver to {address}")
     return server, port

@@ -1,5 +1,6 @@
 """OTLP/HTTP receivers: POST /v1/traces, /v1/metrics, /v1/logs. Transport only: it reads the
 body and headers and writes the reply; gateway.otlp.export does the rest."""
+
 from __future__ import annotations
 
 import logging
@@ -73,11 +74,17 @@ def _post(request: HttpRequest, signal: Signal, origin: str | None) -> HttpRespo
     content_type = request.META.get("CONTENT_TYPE")
     encoding = _reply_encoding(content_type)
     result = export(
-        Transport.HTTP, signal, get_pipeline=runtime.get_pipeline,
-        authorization=request.headers.get("Authorization"), x_api_key=request.headers.get("X-Api-Key"),
-        read_body=lambda: _read_body(request), encoding=None, content_type=content_type,
+        Transport.HTTP,
+        signal,
+        get_pipeline=runtime.get_pipeline,
+        authorization=request.headers.get("Authorization"),
+        x_api_key=request.headers.get("X-Api-Key"),
+        read_body=lambda: _read_body(request),
+        encoding=None,
+        content_type=content_type,
         content_encoding=request.headers.get("Content-Encoding"),
-        client_cert_sha256=wsgi_peer_certificate_sha256(request.META), origin=origin,
+        client_cert_sha256=wsgi_peer_certificate_sha256(request.META),
+        origin=origin,
         gateway_origins=tuple(settings.GATEWAY_CORS_ALLOWED_ORIGINS),
     )
     if result.refusal is not None:

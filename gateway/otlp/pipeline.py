@@ -2,6 +2,7 @@
 authenticate -> decode -> admit -> flatten -> protect -> encode -> store -> reply (flatten to
 encode in worker processes when there are any: gateway.otlp.prepare),
 with every request's outcome metered in the usage table."""
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,9 @@ class ExportResult:
     refusal: Refusal | None = None
 
     @classmethod
-    def refused(cls, signal: Signal, refusal: Refusal, *, principal: Principal | None = None,
-                body_bytes: int = 0) -> ExportResult:
+    def refused(
+        cls, signal: Signal, refusal: Refusal, *, principal: Principal | None = None, body_bytes: int = 0
+    ) -> ExportResult:
         return cls(signal, refusal.reason.outcome, principal, body_bytes, refusal=refusal)
 
 
@@ -75,8 +77,18 @@ class _Meter:
             return
         self.done = True
         tenant_id = self.principal.tenant_id if self.principal else tenant_id
-        self.batcher.write_later([usage_batch(tenant_id=tenant_id, signal=self.signal, outcome=outcome,
-                                              items=self.items, items_accepted=0, body_bytes=self.body_bytes)])
+        self.batcher.write_later(
+            [
+                usage_batch(
+                    tenant_id=tenant_id,
+                    signal=self.signal,
+                    outcome=outcome,
+                    items=self.items,
+                    items_accepted=0,
+                    body_bytes=self.body_bytes,
+                )
+            ]
+        )
 
 
 def _is_cache_outage(exc: Exception) -> bool:
@@ -98,8 +110,13 @@ class PipelineConfig:
 
 
 class Pipeline:
-    def __init__(self, batcher: Batcher, config: PipelineConfig, admission: Admission | None = None,
-                 workers: PreparePool | None = None):
+    def __init__(
+        self,
+        batcher: Batcher,
+        config: PipelineConfig,
+        admission: Admission | None = None,
+        workers: PreparePool | None = None,
+    ):
         self.batcher = batcher
         self.config = config
         self.admission = admission
@@ -171,47 +188,82 @@ class Pipeline:
         if isinstance(exc, (OperationalError, InterfaceError)) or _is_cache_outage(exc):
             what = "database" if isinstance(exc, DatabaseError) else "rate-limit store"
             log.error("%s export from %s refused: the %s is unreachable: %s", signal, who, what, exc)
-            return Refusal(Reason.STORAGE_UNAVAILABLE, f"the gateway cannot reach its {what} right now; "
-                               "nothing from this request was stored, retry later",
-                               retry_after_seconds=self.config.retry_after_seconds)
+            return Refusal(
+                Reason.STORAGE_UNAVAILABLE,
+                f"the gateway cannot reach its {what} right now; nothing from this request was stored, retry later",
+                retry_after_seconds=self.config.retry_after_seconds,
+            )
         reference = uuid.uuid4().hex[:12]
         log.exception("%s export from %s failed with an internal error (reference %s)", signal, who, reference)
-        return Refusal(Reason.INTERNAL, f"internal error (reference {reference}); nothing from this request "
-                           "was stored; the gateway's operators have the details")
+        return Refusal(
+            Reason.INTERNAL,
+            f"internal error (reference {reference}); nothing from this request "
+            "was stored; the gateway's operators have the details",
+        )
 
-    def _store(self, principal: Principal, signal: Signal, request: Message, protobuf: bytes | None, *,
-               items: int, body_bytes: int) -> ExportResult:
+    def _store(
+        self,
+        principal: Principal,
+        signal: Signal,
+        request: Message,
+        protobuf: bytes | None,
+        *,
+        items: int,
+        body_bytes: int,
+    ) -> ExportResult:
         ring, sensitive = key_ring(principal.tenant_id), sensitive_keys(principal.sensitive_attribute_keys)
         timeout = self.config.store_timeout_seconds
-        window = TimeWindow.now(retention_days=principal.retention_days,
-                                future_grace_seconds=self.config.future_grace_seconds)
+        window = TimeWindow.now(
+            retention_days=principal.retention_days, future_grace_seconds=self.config.future_grace_seconds
+        )
         try:
             # While this request's rows are being prepared, an INSERT about to be written waits
             # for them (up to the linger); a request alone is written at once.
             with self.batcher.expecting() as expectation:
                 if self.workers is not None:
                     prepared = self.workers.prepare(
-                        signal, request.SerializeToString() if protobuf is None else protobuf,
-                        tenant_id=principal.tenant_id, retention_days=principal.retention_days, ring=ring,
-                        sensitive=sensitive, timeout=timeout, window=window,
+                        signal,
+                        request.SerializeToString() if protobuf is None else protobuf,
+                        tenant_id=principal.tenant_id,
+                        retention_days=principal.retention_days,
+                        ring=ring,
+                        sensitive=sensitive,
+                        timeout=timeout,
+                        window=window,
                     )
                 else:
-                    prepared = prepare(signal, request, tenant_id=principal.tenant_id,
-                                       retention_days=principal.retention_days, ring=ring, sensitive=sensitive,
-                                       encode=self.batcher.encode, window=window)
+                    prepared = prepare(
+                        signal,
+                        request,
+                        tenant_id=principal.tenant_id,
+                        retention_days=principal.retention_days,
+                        ring=ring,
+                        sensitive=sensitive,
+                        encode=self.batcher.encode,
+                        window=window,
+                    )
                 outcome = Outcome.PARTIALLY_ACCEPTED if prepared.rejected else Outcome.ACCEPTED
-                usage = usage_batch(tenant_id=principal.tenant_id, signal=signal, outcome=outcome, items=items,
-                                    items_accepted=prepared.accepted, body_bytes=body_bytes)
+                usage = usage_batch(
+                    tenant_id=principal.tenant_id,
+                    signal=signal,
+                    outcome=outcome,
+                    items=items,
+                    items_accepted=prepared.accepted,
+                    body_bytes=body_bytes,
+                )
                 # The usage row travels with the data, so accepted usage matches the stored rows.
-                self.batcher.write_encoded([*prepared.blocks, *self.batcher.encode([usage])], timeout=timeout,
-                                           expectation=expectation)
+                self.batcher.write_encoded(
+                    [*prepared.blocks, *self.batcher.encode([usage])], timeout=timeout, expectation=expectation
+                )
         except StorageError as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
             if not exc.retryable:
-                raise Refusal(Reason.UNSTORABLE, f"the rows of this request cannot be stored, and would not be "
-                                  f"on a retry: {exc}") from exc
-            raise Refusal(Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE,
-                              retry_after_seconds=self.config.retry_after_seconds) from exc
+                raise Refusal(
+                    Reason.UNSTORABLE, f"the rows of this request cannot be stored, and would not be on a retry: {exc}"
+                ) from exc
+            raise Refusal(
+                Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE, retry_after_seconds=self.config.retry_after_seconds
+            ) from exc
         response = decode.RESPONSE_TYPES[signal]()
         if prepared.rejected:
             partial = response.partial_success
@@ -219,8 +271,7 @@ class Pipeline:
             partial.error_message = f"{prepared.rejected} {signal} item(s) rejected: {prepared.rejection_message}"
         return ExportResult(signal, outcome, principal, body_bytes, prepared.accepted, prepared.rejected, response)
 
-    def authenticate(self, api_key: str | None, signal: Signal, *,
-                     client_cert_sha256: str | None = None) -> Principal:
+    def authenticate(self, api_key: str | None, signal: Signal, *, client_cert_sha256: str | None = None) -> Principal:
         """First step of every request, before its body is read or decompressed."""
         # Transport threads (gRPC pool, gunicorn threads) reuse database connections; drop stale ones.
         close_old_connections()
@@ -228,5 +279,8 @@ class Pipeline:
             return authenticate(api_key, signal, client_cert_sha256=client_cert_sha256)
         except DatabaseError as exc:
             log.error("cannot check an API key, the database is unavailable: %s", exc)
-            raise Refusal(Reason.STORAGE_UNAVAILABLE, "the gateway cannot check API keys right now; retry later",
-                              retry_after_seconds=self.config.retry_after_seconds) from exc
+            raise Refusal(
+                Reason.STORAGE_UNAVAILABLE,
+                "the gateway cannot check API keys right now; retry later",
+                retry_after_seconds=self.config.retry_after_seconds,
+            ) from exc

@@ -15,6 +15,7 @@ and the column types; it returns the encoded blocks and the counts. It never ope
 or ClickHouse. Workers are spawned, so they import the main module as multiprocessing does
 (`manage.py` keeps its entry point under `if __name__ == "__main__"`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,14 @@ class Prepared:
 
 
 def prepare(
-    signal: Signal, request: Message, *, tenant_id: str, retention_days: int, ring: KeyRing,
-    sensitive: frozenset[str], encode: Callable[[list[TableBatch]], list[EncodedBlock]],
+    signal: Signal,
+    request: Message,
+    *,
+    tenant_id: str,
+    retention_days: int,
+    ring: KeyRing,
+    sensitive: frozenset[str],
+    encode: Callable[[list[TableBatch]], list[EncodedBlock]],
     window: TimeWindow | None = None,
 ) -> Prepared:
     """flatten -> protect -> encode one parsed request. Raises Refusal for an attribute that
@@ -97,9 +104,18 @@ def _ring(tenant_id: str, data_keys: dict[int, bytes]) -> KeyRing:
 def _encoder(types: dict[str, dict[str, str]], server_tz) -> Callable[[list[TableBatch]], list[EncodedBlock]]:
     def encode(batches: list[TableBatch]) -> list[EncodedBlock]:
         return [
-            EncodedBlock(batch.table, tuple(batch.column_names), batch.rows,
-                         encode_native(batch.table, batch.column_names,
-                                       column_types(types, batch.table, batch.column_names), server_tz, batch.columns))
+            EncodedBlock(
+                batch.table,
+                tuple(batch.column_names),
+                batch.rows,
+                encode_native(
+                    batch.table,
+                    batch.column_names,
+                    column_types(types, batch.table, batch.column_names),
+                    server_tz,
+                    batch.columns,
+                ),
+            )
             for batch in batches
         ]
 
@@ -112,9 +128,14 @@ def _run(job: _Job) -> tuple:
     try:
         request = decode.parse(job.signal, job.data, decode.Encoding.PROTOBUF)
         prepared = prepare(
-            job.signal, request, tenant_id=job.tenant_id, retention_days=job.retention_days,
-            ring=_ring(job.tenant_id, job.data_keys), sensitive=job.sensitive,
-            encode=_encoder(job.types, job.server_tz), window=job.window,
+            job.signal,
+            request,
+            tenant_id=job.tenant_id,
+            retention_days=job.retention_days,
+            ring=_ring(job.tenant_id, job.data_keys),
+            sensitive=job.sensitive,
+            encode=_encoder(job.types, job.server_tz),
+            window=job.window,
         )
     except Refusal as exc:
         return ("refused", exc.reason.name, exc.message)
@@ -154,8 +175,9 @@ class PreparePool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         # spawn: a fork of this process would copy its gRPC, chDB and database threads' state.
-        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_worker)
+        return ProcessPoolExecutor(
+            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
+        )
 
     def _warm(self, executor: ProcessPoolExecutor) -> list[int]:
         # Until every worker has answered once: a worker that has loaded takes tasks while the
@@ -180,13 +202,30 @@ class PreparePool:
             executor.shutdown(wait=True, cancel_futures=True)
 
     def prepare(
-        self, signal: Signal, data: bytes, *, tenant_id: str, retention_days: int, ring: KeyRing,
-        sensitive: frozenset[str], timeout: float, window: TimeWindow | None = None,
+        self,
+        signal: Signal,
+        data: bytes,
+        *,
+        tenant_id: str,
+        retention_days: int,
+        ring: KeyRing,
+        sensitive: frozenset[str],
+        timeout: float,
+        window: TimeWindow | None = None,
     ) -> Prepared:
         """`prepare` for a request given as protobuf bytes, in a worker process."""
         data_keys = {} if ring.current is None else {ring.current: ring.keys[ring.current]}  # encrypts
-        job = _Job(signal, data, tenant_id, retention_days, sensitive, data_keys,
-                   self._type_names(TABLES[signal]), self._server_tz(), window)
+        job = _Job(
+            signal,
+            data,
+            tenant_id,
+            retention_days,
+            sensitive,
+            data_keys,
+            self._type_names(TABLES[signal]),
+            self._server_tz(),
+            window,
+        )
         executor = self._executor
         if executor is None:
             raise StorageUnavailable("the gateway is shutting down; nothing was stored")

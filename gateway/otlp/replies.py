@@ -1,6 +1,7 @@
 """The one place a refusal becomes a reply: its HTTP status and gRPC code, the google.rpc.Status
 it carries (with RetryInfo when a retry can succeed), and replies encoded in the request's
 encoding (Export*ServiceResponse on success)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

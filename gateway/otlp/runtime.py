@@ -5,6 +5,7 @@ In the embedded mode exactly one process may open the chDB data directory, so th
 built lazily in the process that serves requests (the gunicorn worker), never in a parent that
 forks.
 """
+
 from __future__ import annotations
 
 import threading
@@ -50,8 +51,9 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
     if processes:
         workers = PreparePool(processes, type_names=store.type_names, server_tz=lambda: store.server_tz)
         workers.start()
-    return Pipeline(batcher, config, Admission(stored_bytes=lambda tenant_id: _stored_bytes(store, tenant_id)),
-                    workers=workers)
+    return Pipeline(
+        batcher, config, Admission(stored_bytes=lambda tenant_id: _stored_bytes(store, tenant_id)), workers=workers
+    )
 
 
 def migrate_on_start(store: Store) -> bool:

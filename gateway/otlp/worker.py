@@ -1,5 +1,6 @@
 """Start-up of a prepare worker process (gateway.otlp.prepare). This module imports nothing of
 Django or of the project: a new process loads it before Django is set up."""
+
 from __future__ import annotations
 
 import signal

@@ -1,6 +1,7 @@
 """The all-in-one process (manage.py serve): gunicorn, one worker with threads, serving
 OTLP/HTTP and the console, with the OTLP/gRPC server and the storage batcher started inside
 that same worker, because in the embedded mode one process owns the chDB data directory."""
+
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,7 @@
 """The production OTLP/gRPC process (manage.py serve_grpc), with its own storage batcher and a
 Prometheus /metrics port. On SIGTERM or SIGINT it stops the one way every process does
 (gateway.processes.serving): calls in flight finish, queued rows are stored, then it exits."""
+
 from __future__ import annotations
 
 import signal
@@ -19,8 +20,9 @@ def _start_metrics():
 
     from gateway.metrics import exposition_registry
 
-    httpd, _thread = start_http_server(settings.GATEWAY_METRICS_PORT, addr=settings.GATEWAY_HOST,
-                                       registry=exposition_registry())
+    httpd, _thread = start_http_server(
+        settings.GATEWAY_METRICS_PORT, addr=settings.GATEWAY_HOST, registry=exposition_registry()
+    )
     return httpd
 
 
@@ -30,8 +32,10 @@ def run(*, announce: Callable[[str], None]) -> None:
         signal.signal(signum, lambda *_: stop.set())
     metrics_server = _start_metrics()
     serving = Serving.start(with_grpc=True)
-    announce(f"OTLP/gRPC on {settings.GATEWAY_HOST}:{serving.grpc_port}"
-             + (f", metrics on :{settings.GATEWAY_METRICS_PORT}/metrics" if metrics_server else ""))
+    announce(
+        f"OTLP/gRPC on {settings.GATEWAY_HOST}:{serving.grpc_port}"
+        + (f", metrics on :{settings.GATEWAY_METRICS_PORT}/metrics" if metrics_server else "")
+    )
     stop.wait()
     announce("stopping")
     serving.stop()

@@ -4,6 +4,7 @@ server. Each worker has its own pipeline and batcher; OTLP/gRPC runs in its own 
 (gateway.processes.grpc_server), and migrations run once, before, in a Job
 (GATEWAY_MIGRATE_ON_START is false for a server URL).
 """
+
 from __future__ import annotations
 
 import copy

@@ -1,5 +1,6 @@
 """What every serving process shares: the ingest pipeline (and in some, the OTLP/gRPC server)
 started in the process that serves, the one shutdown path, and the gunicorn application."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Export*ServiceRequest -> column batches for the signal's tables, TenantId on every row."""
+
 from __future__ import annotations
 
 from storage.flatten.common import Flattened, TableBatch

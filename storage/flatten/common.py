@@ -1,4 +1,5 @@
 """Shared pieces of flattening: attribute values as strings, batches, rejection bookkeeping."""
+
 from __future__ import annotations
 
 import base64
@@ -34,11 +35,15 @@ class TimeWindow:
     future_grace_seconds: int
 
     @classmethod
-    def at(cls, now_ns: int, *, retention_days: int,
-           future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> TimeWindow:
-        return cls(oldest_ns=now_ns - retention_days * _DAY_NS,
-                   newest_ns=min(MAX_TIMESTAMP_NS, now_ns + future_grace_seconds * 10**9),
-                   retention_days=retention_days, future_grace_seconds=future_grace_seconds)
+    def at(
+        cls, now_ns: int, *, retention_days: int, future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS
+    ) -> TimeWindow:
+        return cls(
+            oldest_ns=now_ns - retention_days * _DAY_NS,
+            newest_ns=min(MAX_TIMESTAMP_NS, now_ns + future_grace_seconds * 10**9),
+            retention_days=retention_days,
+            future_grace_seconds=future_grace_seconds,
+        )
 
     @classmethod
     def now(cls, *, retention_days: int, future_grace_seconds: int = DEFAULT_FUTURE_GRACE_SECONDS) -> TimeWindow:
@@ -47,12 +52,16 @@ class TimeWindow:
     def problem(self, what: str, timestamp_ns: int) -> str | None:
         """Why an item stamped `timestamp_ns` is rejected, or None."""
         if timestamp_ns < self.oldest_ns:
-            return (f"{what}: timestamp {_iso(timestamp_ns)} is older than the tenant's retention of "
-                    f"{self.retention_days} days (oldest kept: {_iso(self.oldest_ns)}), so it would never be visible")
+            return (
+                f"{what}: timestamp {_iso(timestamp_ns)} is older than the tenant's retention of "
+                f"{self.retention_days} days (oldest kept: {_iso(self.oldest_ns)}), so it would never be visible"
+            )
         if timestamp_ns > self.newest_ns:
             minutes = self.future_grace_seconds / 60
-            return (f"{what}: timestamp {_iso(timestamp_ns)} is more than {minutes:g} minutes in the future "
-                    f"(latest accepted: {_iso(self.newest_ns)}); check the sender's clock")
+            return (
+                f"{what}: timestamp {_iso(timestamp_ns)} is more than {minutes:g} minutes in the future "
+                f"(latest accepted: {_iso(self.newest_ns)}); check the sender's clock"
+            )
         return None
 
 
@@ -80,7 +89,11 @@ class Flattened:
     def rejection_message(self) -> str:
         if not self.rejected:
             return ""
-        more = "" if self.rejected <= len(self.rejection_examples) else f" (and {self.rejected - len(self.rejection_examples)} more)"
+        more = (
+            ""
+            if self.rejected <= len(self.rejection_examples)
+            else f" (and {self.rejected - len(self.rejection_examples)} more)"
+        )
         return "; ".join(self.rejection_examples) + more
 
 

@@ -1,4 +1,5 @@
 """Log records -> otel_logs rows."""
+
 from __future__ import annotations
 
 import time
@@ -17,9 +18,25 @@ from storage.flatten.common import (
 from storage.schema import LOGS_TABLE
 
 COLUMNS = (
-    "TenantId", "Timestamp", "ObservedTimestamp", "TraceId", "SpanId", "TraceFlags", "SeverityText",
-    "SeverityNumber", "ServiceName", "Body", "EventName", "ResourceSchemaUrl", "ResourceAttributes",
-    "ScopeSchemaUrl", "ScopeName", "ScopeVersion", "ScopeAttributes", "LogAttributes", "RetentionDays",
+    "TenantId",
+    "Timestamp",
+    "ObservedTimestamp",
+    "TraceId",
+    "SpanId",
+    "TraceFlags",
+    "SeverityText",
+    "SeverityNumber",
+    "ServiceName",
+    "Body",
+    "EventName",
+    "ResourceSchemaUrl",
+    "ResourceAttributes",
+    "ScopeSchemaUrl",
+    "ScopeName",
+    "ScopeVersion",
+    "ScopeAttributes",
+    "LogAttributes",
+    "RetentionDays",
 )
 
 
@@ -37,9 +54,27 @@ def _record_problem(record, timestamp_ns: int, window: TimeWindow) -> str | None
 
 def flatten_logs(request, *, tenant_id: str, retention_days: int, window: TimeWindow | None = None) -> Flattened:
     cols = [[] for _ in COLUMNS]
-    (_tenant, ts, observed, trace_id, span_id, flags, sev_text, sev_num, service, body, event_name,
-     res_schema, res_attrs, scope_schema, scope_name, scope_version, scope_attrs, log_attrs,
-     _retention) = cols
+    (
+        _tenant,
+        ts,
+        observed,
+        trace_id,
+        span_id,
+        flags,
+        sev_text,
+        sev_num,
+        service,
+        body,
+        event_name,
+        res_schema,
+        res_attrs,
+        scope_schema,
+        scope_name,
+        scope_version,
+        scope_attrs,
+        log_attrs,
+        _retention,
+    ) = cols
     received_ns = time.time_ns()
     window = window or TimeWindow.at(received_ns, retention_days=retention_days)
     rejections = Rejections()

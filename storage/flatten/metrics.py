@@ -1,4 +1,5 @@
 """Metric data points -> the five otel_metrics_* tables, one row per data point."""
+
 from __future__ import annotations
 
 from storage.flatten.common import (
@@ -14,12 +15,27 @@ from storage.flatten.common import (
 from storage.schema import EXP_HISTOGRAM_TABLE, GAUGE_TABLE, HISTOGRAM_TABLE, SUM_TABLE, SUMMARY_TABLE
 
 COMMON = (
-    "TenantId", "ResourceAttributes", "ResourceSchemaUrl", "ScopeName", "ScopeVersion",
-    "ScopeAttributes", "ScopeDroppedAttrCount", "ScopeSchemaUrl", "ServiceName", "MetricName",
-    "MetricDescription", "MetricUnit", "Attributes", "StartTimeUnix", "TimeUnix",
+    "TenantId",
+    "ResourceAttributes",
+    "ResourceSchemaUrl",
+    "ScopeName",
+    "ScopeVersion",
+    "ScopeAttributes",
+    "ScopeDroppedAttrCount",
+    "ScopeSchemaUrl",
+    "ServiceName",
+    "MetricName",
+    "MetricDescription",
+    "MetricUnit",
+    "Attributes",
+    "StartTimeUnix",
+    "TimeUnix",
 )
 EXEMPLARS = (
-    "Exemplars.FilteredAttributes", "Exemplars.TimeUnix", "Exemplars.Value", "Exemplars.SpanId",
+    "Exemplars.FilteredAttributes",
+    "Exemplars.TimeUnix",
+    "Exemplars.Value",
+    "Exemplars.SpanId",
     "Exemplars.TraceId",
 )
 TAIL = ("RetentionDays",)
@@ -28,11 +44,28 @@ SPECIFIC = {
     GAUGE_TABLE: ("Value", "Flags"),
     SUM_TABLE: ("Value", "Flags", "AggregationTemporality", "IsMonotonic"),
     HISTOGRAM_TABLE: (
-        "Count", "Sum", "BucketCounts", "ExplicitBounds", "Flags", "Min", "Max", "AggregationTemporality",
+        "Count",
+        "Sum",
+        "BucketCounts",
+        "ExplicitBounds",
+        "Flags",
+        "Min",
+        "Max",
+        "AggregationTemporality",
     ),
     EXP_HISTOGRAM_TABLE: (
-        "Count", "Sum", "Scale", "ZeroCount", "PositiveOffset", "PositiveBucketCounts", "NegativeOffset",
-        "NegativeBucketCounts", "Flags", "Min", "Max", "AggregationTemporality",
+        "Count",
+        "Sum",
+        "Scale",
+        "ZeroCount",
+        "PositiveOffset",
+        "PositiveBucketCounts",
+        "NegativeOffset",
+        "NegativeBucketCounts",
+        "Flags",
+        "Min",
+        "Max",
+        "AggregationTemporality",
     ),
     SUMMARY_TABLE: ("Count", "Sum", "ValueAtQuantiles.Quantile", "ValueAtQuantiles.Value", "Flags"),
 }
@@ -61,14 +94,29 @@ def _specific(kind: str, metric_body, point) -> tuple:
         return (_number(point), point.flags, metric_body.aggregation_temporality, metric_body.is_monotonic)
     if kind == "histogram":
         return (
-            point.count, point.sum, point.bucket_counts[:], point.explicit_bounds[:], point.flags,
-            point.min, point.max, metric_body.aggregation_temporality,
+            point.count,
+            point.sum,
+            point.bucket_counts[:],
+            point.explicit_bounds[:],
+            point.flags,
+            point.min,
+            point.max,
+            metric_body.aggregation_temporality,
         )
     if kind == "exponential_histogram":
         return (
-            point.count, point.sum, point.scale, point.zero_count, point.positive.offset,
-            point.positive.bucket_counts[:], point.negative.offset, point.negative.bucket_counts[:],
-            point.flags, point.min, point.max, metric_body.aggregation_temporality,
+            point.count,
+            point.sum,
+            point.scale,
+            point.zero_count,
+            point.positive.offset,
+            point.positive.bucket_counts[:],
+            point.negative.offset,
+            point.negative.bucket_counts[:],
+            point.flags,
+            point.min,
+            point.max,
+            metric_body.aggregation_temporality,
         )
     quantiles = point.quantile_values[:]  # a list; see common.attributes
     return (point.count, point.sum, [q.quantile for q in quantiles], [q.value for q in quantiles], point.flags)
@@ -100,7 +148,11 @@ def _point_problem(metric, point, window: TimeWindow) -> str | None:
             return f"metric {metric.name!r}: exemplar ids must be a 16-byte trace_id and 8-byte span_id, or empty"
         if exemplar.time_unix_nano > MAX_TIMESTAMP_NS:
             return f"metric {metric.name!r}: exemplar timestamp is beyond the year 2262"
-    if hasattr(point, "bucket_counts") and point.explicit_bounds and len(point.bucket_counts) != len(point.explicit_bounds) + 1:
+    if (
+        hasattr(point, "bucket_counts")
+        and point.explicit_bounds
+        and len(point.bucket_counts) != len(point.explicit_bounds) + 1
+    ):
         return f"metric {metric.name!r}: histogram needs len(explicit_bounds) + 1 bucket counts"
     return None
 
@@ -117,8 +169,15 @@ def flatten_metrics(request, *, tenant_id: str, retention_days: int, window: Tim
         for scope_metrics in resource_metrics.scope_metrics:
             scope = scope_metrics.scope
             head = (
-                tenant_id, resource, rschema, scope.name, scope.version, attributes(scope.attributes),
-                scope.dropped_attributes_count, scope_metrics.schema_url, service_name,
+                tenant_id,
+                resource,
+                rschema,
+                scope.name,
+                scope.version,
+                attributes(scope.attributes),
+                scope.dropped_attributes_count,
+                scope_metrics.schema_url,
+                service_name,
             )
             for metric in scope_metrics.metrics:
                 kind = metric.WhichOneof("data")
@@ -135,9 +194,15 @@ def flatten_metrics(request, *, tenant_id: str, retention_days: int, window: Tim
                     if problem:
                         rejections.add(problem)
                         continue
-                    row = metric_head + (
-                        attributes(point.attributes), point.start_time_unix_nano, point.time_unix_nano,
-                    ) + _specific(kind, body, point)
+                    row = (
+                        metric_head
+                        + (
+                            attributes(point.attributes),
+                            point.start_time_unix_nano,
+                            point.time_unix_nano,
+                        )
+                        + _specific(kind, body, point)
+                    )
                     if table != SUMMARY_TABLE:
                         row += _exemplars(point)
                     row += (retention_days,)

@@ -14,6 +14,7 @@ costs about what it did before for short strings, about twice that for other kin
 The copy changes nothing else: the other fields keep their names and types, so the flatteners
 read the view as they would read the request.
 """
+
 from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -54,7 +55,9 @@ def _raw_view(name: str, messages: tuple) -> type:
             rewrite(nested)
 
     file = descriptor_pb2.FileDescriptorProto(
-        name=f"otlp_gateway/flatten/raw_{name}.proto", package=f"{_PACKAGE}.{name}", syntax="proto3",
+        name=f"otlp_gateway/flatten/raw_{name}.proto",
+        package=f"{_PACKAGE}.{name}",
+        syntax="proto3",
         dependency=sorted({m.DESCRIPTOR.file.name for m in messages} | {KeyValue.DESCRIPTOR.file.name}),
     )
     for message in messages:
@@ -87,11 +90,15 @@ def _decode(raw: bytes) -> tuple[str, str]:
     if n > 5 and raw[0] == 0x0A:
         key_end = 2 + raw[1]
         if (
-            raw[1] < 0x80 and n >= key_end + 4 and raw[key_end] == 0x12 and raw[key_end + 1] < 0x80
+            raw[1] < 0x80
+            and n >= key_end + 4
+            and raw[key_end] == 0x12
+            and raw[key_end + 1] < 0x80
             and raw[key_end + 1] == n - key_end - 2
-            and raw[key_end + 2] == 0x0A and raw[key_end + 3] == n - key_end - 4
+            and raw[key_end + 2] == 0x0A
+            and raw[key_end + 3] == n - key_end - 4
         ):
-            return raw[2:key_end].decode(), raw[key_end + 4:].decode()
+            return raw[2:key_end].decode(), raw[key_end + 4 :].decode()
     key_value = KeyValue.FromString(raw)
     return key_value.key, any_value_str(key_value.value)
 

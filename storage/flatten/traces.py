@@ -1,4 +1,5 @@
 """Spans -> otel_traces rows (events and links as Nested columns)."""
+
 from __future__ import annotations
 
 from storage.flatten.common import (
@@ -13,10 +14,29 @@ from storage.flatten.raw import raw_attributes, raw_traces
 from storage.schema import TRACES_TABLE
 
 COLUMNS = (
-    "TenantId", "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName",
-    "SpanKind", "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes",
-    "Duration", "StatusCode", "StatusMessage", "Events.Timestamp", "Events.Name",
-    "Events.Attributes", "Links.TraceId", "Links.SpanId", "Links.TraceState", "Links.Attributes",
+    "TenantId",
+    "Timestamp",
+    "TraceId",
+    "SpanId",
+    "ParentSpanId",
+    "TraceState",
+    "SpanName",
+    "SpanKind",
+    "ServiceName",
+    "ResourceAttributes",
+    "ScopeName",
+    "ScopeVersion",
+    "SpanAttributes",
+    "Duration",
+    "StatusCode",
+    "StatusMessage",
+    "Events.Timestamp",
+    "Events.Name",
+    "Events.Attributes",
+    "Links.TraceId",
+    "Links.SpanId",
+    "Links.TraceState",
+    "Links.Attributes",
     "RetentionDays",
 )
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
@@ -57,9 +77,32 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int, window: Time
     strings, numbers and maps is one the garbage collector stops tracking, where a list is
     tracked for as long as the rows wait for their INSERT."""
     cols = [[] for _ in COLUMNS]
-    (_tenant, ts, trace_id, span_id, parent_id, trace_state, name, kind, service, res_attrs,
-     scope_name, scope_version, span_attrs, duration, status_code, status_message, ev_ts, ev_name,
-     ev_attrs, ln_trace, ln_span, ln_state, ln_attrs, _retention) = cols
+    (
+        _tenant,
+        ts,
+        trace_id,
+        span_id,
+        parent_id,
+        trace_state,
+        name,
+        kind,
+        service,
+        res_attrs,
+        scope_name,
+        scope_version,
+        span_attrs,
+        duration,
+        status_code,
+        status_message,
+        ev_ts,
+        ev_name,
+        ev_attrs,
+        ln_trace,
+        ln_span,
+        ln_state,
+        ln_attrs,
+        _retention,
+    ) = cols
     rejections = Rejections()
     window = window or TimeWindow.now(retention_days=retention_days)
     oldest, newest = window.oldest_ns, window.newest_ns
@@ -73,8 +116,14 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int, window: Time
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
                 if (
-                    len(tid) != 16 or tid == _ZERO_TRACE_ID or len(sid) != 8 or sid == _ZERO_SPAN_ID
-                    or (pid and len(pid) != 8) or not start or start < oldest or start > newest
+                    len(tid) != 16
+                    or tid == _ZERO_TRACE_ID
+                    or len(sid) != 8
+                    or sid == _ZERO_SPAN_ID
+                    or (pid and len(pid) != 8)
+                    or not start
+                    or start < oldest
+                    or start > newest
                     or end > MAX_TIMESTAMP_NS
                 ):
                     rejections.add(_span_problem(span, window))
@@ -102,8 +151,12 @@ def flatten_traces(request, *, tenant_id: str, retention_days: int, window: Time
                     if any(len(t) != 16 for t in l_trace) or any(len(s) != 8 for s in l_span):
                         rejections.add(_span_problem(span, window))
                         continue
-                    links = (tuple(t.hex() for t in l_trace), tuple(s.hex() for s in l_span), tuple(l_state),
-                             tuple(l_attrs))
+                    links = (
+                        tuple(t.hex() for t in l_trace),
+                        tuple(s.hex() for s in l_span),
+                        tuple(l_state),
+                        tuple(l_attrs),
+                    )
                 else:
                     links = ((), (), (), ())
                 ts.append(start)

@@ -1,4 +1,5 @@
 """REST API authentication with console tokens (`Authorization: Bearer otlpgwc_...`)."""
+
 from __future__ import annotations
 
 import secrets

@@ -1,4 +1,5 @@
 """REST API permissions from the console roles (Django model permissions, view included)."""
+
 from __future__ import annotations
 
 from rest_framework import permissions

@@ -1,5 +1,6 @@
 """REST API for admins and auditors: tenants, keys, the audit log. Thin adapters over
 tenants.services, permissioned by the console roles."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -45,12 +46,18 @@ class TenantViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
-        serializer.instance = _service(services.create_tenant, actor=_actor(self.request), name=data.pop("name"),
-                                       slug=data.pop("slug", None), **data)
+        serializer.instance = _service(
+            services.create_tenant,
+            actor=_actor(self.request),
+            name=data.pop("name"),
+            slug=data.pop("slug", None),
+            **data,
+        )
 
     def perform_update(self, serializer):
-        serializer.instance = _service(services.update_tenant, actor=_actor(self.request),
-                                       tenant=self.get_object(), **serializer.validated_data)
+        serializer.instance = _service(
+            services.update_tenant, actor=_actor(self.request), tenant=self.get_object(), **serializer.validated_data
+        )
 
     def destroy(self, request, *args, **kwargs):
         tenant = self.get_object()
@@ -92,8 +99,9 @@ class TenantViewSet(viewsets.ModelViewSet):
         body.is_valid(raise_exception=True)
         issued = _service(services.issue_key, actor=_actor(request), tenant=tenant, **body.validated_data)
         data = s.ApiKeySerializer(issued.api_key).data
-        return Response({**data, "secret": issued.secret}, status=status.HTTP_201_CREATED,
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            {**data, "secret": issued.secret}, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"}
+        )
 
 
 class ApiKeyViewSet(viewsets.ReadOnlyModelViewSet):
@@ -112,11 +120,16 @@ class ApiKeyViewSet(viewsets.ReadOnlyModelViewSet):
     def rotate(self, request, pk=None):
         body = s.RotateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        issued = _service(services.rotate_key, actor=_actor(request), key=self.get_object(),
-                          grace=timedelta(seconds=body.validated_data["grace_seconds"]))
+        issued = _service(
+            services.rotate_key,
+            actor=_actor(request),
+            key=self.get_object(),
+            grace=timedelta(seconds=body.validated_data["grace_seconds"]),
+        )
         data = s.ApiKeySerializer(issued.api_key).data
-        return Response({**data, "secret": issued.secret}, status=status.HTTP_201_CREATED,
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            {**data, "secret": issued.secret}, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"}
+        )
 
 
 _AUDIT_FILTERS = [
@@ -138,9 +151,14 @@ def _filters(params) -> AuditFilters:
             if moment is None or moment.tzinfo is None:
                 raise ValidationError({name: f"{raw!r} is not an ISO 8601 time with a zone, e.g. 2026-11-20T00:00:00Z"})
             moments[name] = moment
-    return AuditFilters(since=moments.get("since"), until=moments.get("until"),
-                        actions=tuple(params.getlist("action")), actor=params.get("actor", ""),
-                        target_type=params.get("target_type", ""), target_id=params.get("target_id", ""))
+    return AuditFilters(
+        since=moments.get("since"),
+        until=moments.get("until"),
+        actions=tuple(params.getlist("action")),
+        actor=params.get("actor", ""),
+        target_type=params.get("target_type", ""),
+        target_id=params.get("target_id", ""),
+    )
 
 
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

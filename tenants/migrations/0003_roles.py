@@ -1,4 +1,5 @@
 """Create the console roles: Gateway admin and Auditor."""
+
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 

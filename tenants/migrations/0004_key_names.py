@@ -4,18 +4,17 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0003_roles'),
+        ("tenants", "0003_roles"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='apikey',
-            options={'ordering': ['-created_at'], 'verbose_name': 'API key'},
+            name="apikey",
+            options={"ordering": ["-created_at"], "verbose_name": "API key"},
         ),
         migrations.AlterModelOptions(
-            name='consoletoken',
-            options={'verbose_name': 'console API token'},
+            name="consoletoken",
+            options={"verbose_name": "console API token"},
         ),
     ]

@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0004_key_names'),
+        ("tenants", "0004_key_names"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='limit_overrides',
-            field=models.JSONField(blank=True, default=dict, help_text='Overrides of the plan\'s limits, e.g. {"max_request_bytes": 1048576, "traces": {"items_per_second": 5000}}.'),
+            model_name="tenant",
+            name="limit_overrides",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text='Overrides of the plan\'s limits, e.g. {"max_request_bytes": 1048576, "traces": {"items_per_second": 5000}}.',
+            ),
         ),
     ]

@@ -5,26 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0005_tenant_limit_overrides'),
+        ("tenants", "0005_tenant_limit_overrides"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TenantDataKey',
+            name="TenantDataKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('wrapped_key', models.BinaryField()),
-                ('master_key_id', models.CharField(editable=False, help_text='Which master key wrapped it.', max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('destroyed_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='data_keys', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("version", models.PositiveIntegerField()),
+                ("wrapped_key", models.BinaryField()),
+                (
+                    "master_key_id",
+                    models.CharField(editable=False, help_text="Which master key wrapped it.", max_length=32),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("destroyed_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="data_keys", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant', '-version'],
-                'unique_together': {('tenant', 'version')},
+                "ordering": ["tenant", "-version"],
+                "unique_together": {("tenant", "version")},
             },
         ),
     ]

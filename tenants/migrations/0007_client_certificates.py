@@ -17,33 +17,50 @@ def refresh_roles(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0006_tenant_data_keys'),
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('contenttypes', '0002_remove_content_type_name'),
+        ("tenants", "0006_tenant_data_keys"),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("contenttypes", "0002_remove_content_type_name"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='require_client_certificate',
-            field=models.BooleanField(default=False, help_text="Accept only requests that carry both one of this tenant's API keys and a TLS client certificate registered to it (mutual TLS). Otherwise either one is enough."),
+            model_name="tenant",
+            name="require_client_certificate",
+            field=models.BooleanField(
+                default=False,
+                help_text="Accept only requests that carry both one of this tenant's API keys and a TLS client certificate registered to it (mutual TLS). Otherwise either one is enough.",
+            ),
         ),
         migrations.CreateModel(
-            name='ClientCertificate',
+            name="ClientCertificate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(default='default', max_length=200)),
-                ('sha256', models.CharField(editable=False, help_text="SHA-256 of the certificate's DER encoding, lowercase hex.", max_length=64, unique=True)),
-                ('subject', models.CharField(editable=False, max_length=500)),
-                ('not_after', models.DateTimeField(editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='client_certificates', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(default="default", max_length=200)),
+                (
+                    "sha256",
+                    models.CharField(
+                        editable=False,
+                        help_text="SHA-256 of the certificate's DER encoding, lowercase hex.",
+                        max_length=64,
+                        unique=True,
+                    ),
+                ),
+                ("subject", models.CharField(editable=False, max_length=500)),
+                ("not_after", models.DateTimeField(editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="client_certificates",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.RunPython(refresh_roles, migrations.RunPython.noop),

@@ -5,20 +5,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0007_client_certificates'),
+        ("tenants", "0007_client_certificates"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='allowed_origins',
-            field=models.JSONField(blank=True, default=list, help_text='Browser origins this tenant\'s keys may send from (CORS), e.g. ["https://app.example.com", "https://*.example.com"]. A request from a browser whose origin is not listed is refused; SDKs and Collectors send no origin and are not affected.'),
+            model_name="tenant",
+            name="allowed_origins",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text='Browser origins this tenant\'s keys may send from (CORS), e.g. ["https://app.example.com", "https://*.example.com"]. A request from a browser whose origin is not listed is refused; SDKs and Collectors send no origin and are not affected.',
+            ),
         ),
         migrations.AlterField(
-            model_name='tenant',
-            name='retention_days',
-            field=models.PositiveSmallIntegerField(default=30, help_text="Days this tenant's telemetry is kept in ClickHouse (1 to 3650).", validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(3650)]),
+            model_name="tenant",
+            name="retention_days",
+            field=models.PositiveSmallIntegerField(
+                default=30,
+                help_text="Days this tenant's telemetry is kept in ClickHouse (1 to 3650).",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(3650),
+                ],
+            ),
         ),
     ]

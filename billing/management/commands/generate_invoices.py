@@ -2,6 +2,7 @@
 
 In the embedded mode the serving process owns the chDB directory: run this while the gateway
 is stopped, or use Invoices -> Generate in the console."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.invoicing import generate_all, period_bounds

@@ -1,4 +1,5 @@
 """manage.py serve: the whole gateway in one command on the embedded defaults."""
+
 from __future__ import annotations
 
 from urllib.parse import quote
@@ -24,15 +25,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--no-demo", action="store_true", help="do not create the demo tenant")
         parser.add_argument(
-            "--workers", type=int, default=1,
+            "--workers",
+            type=int,
+            default=1,
             help="gunicorn workers; must be 1 with embedded chDB (one process owns its directory)",
         )
 
     def handle(self, *args, no_demo: bool, workers: int, **options):
         embedded = storage.get_store().embedded
         if embedded and workers != 1:
-            raise CommandError("embedded chDB allows one process per data directory: use --workers 1, "
-                               "or point GATEWAY_CLICKHOUSE_URL at a ClickHouse server")
+            raise CommandError(
+                "embedded chDB allows one process per data directory: use --workers 1, "
+                "or point GATEWAY_CLICKHOUSE_URL at a ClickHouse server"
+            )
         tls = TlsConfig.from_settings()  # a TLS misconfiguration stops here, before anything starts
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
@@ -67,8 +72,11 @@ class Command(BaseCommand):
         grpc_port, http_port = settings.GATEWAY_GRPC_PORT, settings.GATEWAY_HTTP_PORT
         header = quote(f"Bearer {key}")
         scheme = "https" if tls is not None else "http"
-        trust = ("    export OTEL_EXPORTER_OTLP_CERTIFICATE=<the CA certificate that signed "
-                 f"{tls.cert_file}>\n" if tls is not None else "")
+        trust = (
+            f"    export OTEL_EXPORTER_OTLP_CERTIFICATE=<the CA certificate that signed {tls.cert_file}>\n"
+            if tls is not None
+            else ""
+        )
         self.stdout.write(
             "\nCreated demo tenant 'demo'. Its API key (shown only now):\n\n"
             f"    {key}\n\n"

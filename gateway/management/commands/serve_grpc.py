@@ -1,4 +1,5 @@
 """manage.py serve_grpc: the production OTLP/gRPC process (gateway.processes.grpc_server)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -14,8 +15,14 @@ class Command(BaseCommand):
         from gateway.processes.grpc_server import run
 
         def announce(what: str) -> None:
-            details = (f", ClickHouse {describe_url(settings.GATEWAY_CLICKHOUSE_URL)}"
-                       + (", TLS" if settings.GATEWAY_TLS_CERT_FILE else "")) if what != "stopping" else ""
+            details = (
+                (
+                    f", ClickHouse {describe_url(settings.GATEWAY_CLICKHOUSE_URL)}"
+                    + (", TLS" if settings.GATEWAY_TLS_CERT_FILE else "")
+                )
+                if what != "stopping"
+                else ""
+            )
             self.stdout.write(f"otlp-gateway gRPC: {what}{details}")
             self.stdout.flush()
 

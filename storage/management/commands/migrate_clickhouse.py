@@ -1,4 +1,5 @@
 """manage.py migrate_clickhouse: apply the versioned ClickHouse DDL (serve does this too)."""
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 

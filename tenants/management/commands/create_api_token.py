@@ -1,4 +1,5 @@
 """manage.py create_api_token USERNAME: a REST API token for a console user, printed once."""
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 

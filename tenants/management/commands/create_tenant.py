@@ -1,4 +1,5 @@
 """manage.py create_tenant NAME: creates a tenant and prints its first API key, once."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.audit import Actor

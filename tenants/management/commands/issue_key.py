@@ -1,4 +1,5 @@
 """manage.py issue_key SLUG: a new API key for an existing tenant, printed once."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.audit import Actor
@@ -20,7 +21,12 @@ class Command(BaseCommand):
         except Tenant.DoesNotExist:
             raise CommandError(f"no tenant with slug {slug!r}") from None
         try:
-            issued = issue_key(actor=Actor.system("issue_key"), tenant=tenant, name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()])
+            issued = issue_key(
+                actor=Actor.system("issue_key"),
+                tenant=tenant,
+                name=name,
+                scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"API key:  {issued.secret}")

@@ -1,4 +1,5 @@
 """manage.py register_client_certificate SLUG CERT.pem: let a TLS client certificate authenticate a tenant."""
+
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -9,8 +10,10 @@ from tenants.models import Tenant
 
 
 class Command(BaseCommand):
-    help = ("Register a TLS client certificate (PEM) to a tenant: under mutual TLS it then authenticates "
-            "the tenant in place of an API key, or together with one if the tenant requires both.")
+    help = (
+        "Register a TLS client certificate (PEM) to a tenant: under mutual TLS it then authenticates "
+        "the tenant in place of an API key, or together with one if the tenant requires both."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
@@ -27,9 +30,12 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {certificate}: {exc.strerror}") from exc
         try:
-            registered = register_client_certificate(actor=Actor.system("register_client_certificate"),
-                                                     tenant=tenant, pem=pem, name=name)
+            registered = register_client_certificate(
+                actor=Actor.system("register_client_certificate"), tenant=tenant, pem=pem, name=name
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"registered {registered.subject} to {tenant.slug}: sha256 {registered.sha256}, "
-                          f"valid until {registered.not_after:%Y-%m-%d}")
+        self.stdout.write(
+            f"registered {registered.subject} to {tenant.slug}: sha256 {registered.sha256}, "
+            f"valid until {registered.not_after:%Y-%m-%d}"
+        )

@@ -1,4 +1,5 @@
 """manage.py rotate_data_key SLUG: new data of the tenant is encrypted with a new key version."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.audit import Actor

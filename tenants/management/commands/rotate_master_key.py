@@ -1,6 +1,7 @@
 """manage.py rotate_master_key --new-key-file PATH: rewrap every tenant data key under a new
 master key. Stored telemetry is not touched. Afterwards point GATEWAY_MASTER_KEY(_FILE) at the
 new key and restart."""
+
 import base64
 import secrets
 from pathlib import Path
@@ -15,8 +16,12 @@ class Command(BaseCommand):
     help = "Rewrap all tenant data keys under a new master key (the key itself is never printed)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--new-key-file", type=Path, required=True,
-                            help="file with the new key (base64 of 32 bytes); created if it does not exist")
+        parser.add_argument(
+            "--new-key-file",
+            type=Path,
+            required=True,
+            help="file with the new key (base64 of 32 bytes); created if it does not exist",
+        )
 
     def handle(self, *args, new_key_file: Path, **options):
         if not new_key_file.exists():
@@ -31,5 +36,7 @@ class Command(BaseCommand):
         if new_master == old_master:
             raise CommandError("the new master key is the current one")
         count = rewrap_all(actor=Actor.system("rotate_master_key"), old_master=old_master, new_master=new_master)
-        self.stdout.write(f"rewrapped {count} data key(s) under master key {master_key_id(new_master)}; "
-                          "now set GATEWAY_MASTER_KEY_FILE (or GATEWAY_MASTER_KEY) to the new key and restart")
+        self.stdout.write(
+            f"rewrapped {count} data key(s) under master key {master_key_id(new_master)}; "
+            "now set GATEWAY_MASTER_KEY_FILE (or GATEWAY_MASTER_KEY) to the new key and restart"
+        )

@@ -1,4 +1,5 @@
 """manage.py verify_audit_log: walk the audit hash chain and name the first broken entry."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.audit import verify_chain
