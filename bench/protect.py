@@ -26,7 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otlp_payloads import _kv, build_request  # noqa: E402
 
 from storage.flatten.traces import flatten_traces  # noqa: E402
-from tenants.encryption import KeyRing, sensitive_keys  # noqa: E402
+from tenants.encryption import sensitive_keys  # noqa: E402
+from tenants.keyring import KeyRing  # noqa: E402
 from tenants.protect import protect  # noqa: E402
 
 TENANT = "00000000-0000-4000-8000-000000000001"

@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -27,17 +26,13 @@ from django.utils import timezone
 
 from tenants import audit
 from tenants.audit import Actor
+from tenants.keyring import KeyRing
 from tenants.models import Tenant, TenantDataKey
 
 log = logging.getLogger(__name__)
 
-PREFIX = "enc:v"
 DEFAULT_SENSITIVE_KEYS = ("user.email", "enduser.id", "http.request.header.authorization", "db.statement")
 KEY_CACHE_SECONDS = 30.0
-
-
-class KeyUnavailable(Exception):
-    """A value's data key is destroyed or cannot be unwrapped: the value cannot be read."""
 
 
 # --- master key ---------------------------------------------------------------------------------
@@ -83,37 +78,6 @@ def _unwrap(master: bytes, wrapped: bytes, tenant_id: str, version: int) -> byte
 
 
 # --- data keys ----------------------------------------------------------------------------------
-class KeyRing:
-    """Unwrapped data keys of one tenant, by version (the current one encrypts)."""
-
-    def __init__(self, tenant_id: str, keys: dict[int, bytes]):
-        self.tenant_id = tenant_id
-        self.keys = keys
-        self.current = max(keys) if keys else None
-        # Built once: making the cipher object costs more than encrypting a short value.
-        self._ciphers = {version: AESGCM(key) for version, key in keys.items()}
-        self._prefix = f"{PREFIX}{self.current}:"
-
-    def encrypt(self, attribute: str, value: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._ciphers[self.current].encrypt(nonce, value.encode(), f"{self.tenant_id}\x00{attribute}".encode())
-        return self._prefix + base64.b64encode(nonce + sealed).decode()
-
-    def decrypt(self, attribute: str, stored: str) -> str:
-        version_text, _, payload = stored[len(PREFIX) :].partition(":")
-        cipher = self._ciphers.get(int(version_text))
-        if cipher is None:
-            raise KeyUnavailable(f"data key v{version_text} of tenant {self.tenant_id} is not available")
-        raw = base64.b64decode(payload)
-        try:
-            return cipher.decrypt(raw[:12], raw[12:], self._aad(attribute)).decode()
-        except InvalidTag as exc:
-            raise KeyUnavailable(f"value of {attribute!r} does not decrypt for tenant {self.tenant_id}") from exc
-
-    def _aad(self, attribute: str) -> bytes:
-        return f"{self.tenant_id}\x00{attribute}".encode()
-
-
 _rings: dict[str, tuple[float, KeyRing]] = {}
 _rings_lock = threading.Lock()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from storage.flatten import TableBatch
 from storage.flatten.common import NestedValue
-from tenants.encryption import KeyRing
+from tenants.keyring import KeyRing
 
 _NESTED_TYPES = frozenset({NestedValue})
 # Per set of sensitive keys: attribute keys seen not to be sensitive in any case. Keys repeat

@@ -17,7 +17,8 @@ from django.core.management import call_command
 from storage.reader import TenantReader
 from tenants import encryption
 from tenants.audit import Actor
-from tenants.encryption import KeyUnavailable, key_ring, reader_for
+from tenants.encryption import key_ring, reader_for
+from tenants.keyring import KeyUnavailable
 from tenants.models import AuditEvent, TenantDataKey
 from tenants.services import delete_tenant, update_tenant
 from tests import otlp_requests

@@ -1,7 +1,9 @@
 """The one ingestion pipeline both transports call:
-authenticate -> decode -> admit -> flatten -> protect -> encode -> store -> reply (flatten to
-encode in worker processes when there are any: gateway.otlp.prepare),
-with every request's outcome metered in the usage table."""
+authenticate -> decompress -> count -> admit -> prepare (parse, flatten, protect, encode; in
+worker processes when there are any: gateway.otlp.prepare) -> store -> reply, with every
+request's outcome metered in the usage table. A request is parsed in full once, in prepare;
+protobuf is counted before, without a full parse (gateway.otlp.count); OTLP/JSON is counted
+where it is parsed and admitted after prepare."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from google.protobuf.message import Message
 from billing.admission import Admission
 from billing.metering import usage_batch
 from gateway.otlp import decode
+from gateway.otlp.count import count_items
 from gateway.otlp.prepare import PreparePool, prepare
 from storage.batcher import Batcher
 from storage.clickhouse import StorageError
@@ -161,13 +164,12 @@ class Pipeline:
             if self.admission is not None:
                 self.admission.check_size(principal, len(body))
             data = decode.decompress(body, content_encoding, limit=self.config.max_decompressed_bytes)
-            request = decode.parse(signal, data, encoding)
-            meter.items = items = decode.item_count(signal, request)
-            if self.admission is not None:
-                self.admission.admit(principal, signal, items=items, body_bytes=len(body))
-            # The protobuf bytes go to a prepare worker as they came; JSON is sent as protobuf.
-            protobuf = data if encoding is decode.Encoding.PROTOBUF else None
-            result = self._store(principal, signal, request, protobuf, items=items, body_bytes=len(body))
+            if encoding is decode.Encoding.PROTOBUF:
+                # Counted without a full parse (the one full parse is in prepare), so that a
+                # request over its limits costs no more than this.
+                meter.items = count_items(signal, data)
+                self._admit(principal, signal, items=meter.items, body_bytes=len(body))
+            result = self._store(principal, signal, data, encoding, meter)
             meter.recorded_with_the_data()
             return result
         except Refusal as exc:
@@ -201,16 +203,17 @@ class Pipeline:
             "was stored; the gateway's operators have the details",
         )
 
+    def _admit(self, principal: Principal, signal: Signal, *, items: int, body_bytes: int) -> None:
+        if self.admission is not None:
+            self.admission.admit(principal, signal, items=items, body_bytes=body_bytes)
+
     def _store(
-        self,
-        principal: Principal,
-        signal: Signal,
-        request: Message,
-        protobuf: bytes | None,
-        *,
-        items: int,
-        body_bytes: int,
+        self, principal: Principal, signal: Signal, data: bytes, encoding: decode.Encoding, meter: _Meter
     ) -> ExportResult:
+        """Prepare the rows (parse, flatten, protect, encode) and store them with the request's
+        usage row. OTLP/JSON is counted where it is parsed, so it is admitted here, once its
+        rows are prepared (protobuf was admitted before)."""
+        body_bytes = meter.body_bytes
         ring, sensitive = key_ring(principal.tenant_id), sensitive_keys(principal.sensitive_attribute_keys)
         timeout = self.config.store_timeout_seconds
         window = TimeWindow.now(
@@ -223,7 +226,8 @@ class Pipeline:
                 if self.workers is not None:
                     prepared = self.workers.prepare(
                         signal,
-                        request.SerializeToString() if protobuf is None else protobuf,
+                        data,
+                        encoding,
                         tenant_id=principal.tenant_id,
                         retention_days=principal.retention_days,
                         ring=ring,
@@ -234,7 +238,8 @@ class Pipeline:
                 else:
                     prepared = prepare(
                         signal,
-                        request,
+                        data,
+                        encoding,
                         tenant_id=principal.tenant_id,
                         retention_days=principal.retention_days,
                         ring=ring,
@@ -242,12 +247,15 @@ class Pipeline:
                         encode=self.batcher.encode,
                         window=window,
                     )
+                if encoding is not decode.Encoding.PROTOBUF:
+                    meter.items = prepared.items
+                    self._admit(principal, signal, items=prepared.items, body_bytes=body_bytes)
                 outcome = Outcome.PARTIALLY_ACCEPTED if prepared.rejected else Outcome.ACCEPTED
                 usage = usage_batch(
                     tenant_id=principal.tenant_id,
                     signal=signal,
                     outcome=outcome,
-                    items=items,
+                    items=prepared.items,
                     items_accepted=prepared.accepted,
                     body_bytes=body_bytes,
                 )

@@ -1,5 +1,5 @@
-"""The pipeline's CPU-heavy middle, flatten -> protect -> encode, in the request's thread or in
-worker processes.
+"""The pipeline's CPU-heavy middle, parse -> flatten -> protect -> encode, in the request's
+thread or in worker processes. The parse here is the request's one full parse.
 
 Flattening a 1000-span request and encoding its rows is ~15 ms of Python that holds the GIL.
 In one process, every request thread, the gRPC and HTTP servers and the batcher take turns on
@@ -9,7 +9,7 @@ has (the benchmark showed a 2-core machine a quarter idle with the GIL held 85% 
 
 The process that owns the pipeline keeps everything that needs shared state or storage:
 authentication, admission, metering and the INSERT (in the embedded mode only it may open chDB).
-A worker gets what one request needs and nothing more: the request's protobuf bytes, the
+A worker gets what one request needs and nothing more: the request's body (decompressed), the
 tenant's id, retention, sensitive keys and the data key that encrypts (its current version),
 and the column types; it returns the encoded blocks and the counts. It never opens the database
 or ClickHouse. Workers are spawned, so they import the main module as multiprocessing does
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
 from gateway.otlp import decode
 from gateway.otlp.worker import init_worker
@@ -38,7 +39,7 @@ from storage.batcher import EncodedBlock
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
 from storage.flatten import FLATTENERS, TABLES, TableBatch
 from storage.flatten.common import TimeWindow
-from tenants.encryption import KeyRing
+from tenants.keyring import KeyRing
 from tenants.protect import protect
 from vocabulary import Reason, Refusal, Signal
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prepared:
+    items: int  # in the request as parsed (spans, data points, log records)
     accepted: int
     rejected: int
     rejection_message: str
@@ -55,7 +57,8 @@ class Prepared:
 
 def prepare(
     signal: Signal,
-    request: Message,
+    data: bytes,
+    encoding: decode.Encoding,
     *,
     tenant_id: str,
     retention_days: int,
@@ -64,20 +67,30 @@ def prepare(
     encode: Callable[[list[TableBatch]], list[EncodedBlock]],
     window: TimeWindow | None = None,
 ) -> Prepared:
-    """flatten -> protect -> encode one parsed request. Raises Refusal for an attribute that
-    cannot be read, RowsRejected for rows the column types cannot hold."""
+    """parse -> flatten -> protect -> encode one request's (decompressed) body: its one full
+    parse. Raises Refusal for a body or an attribute that cannot be read, RowsRejected for
+    rows the column types cannot hold."""
+    request = decode.parse(signal, data, encoding)
+    # The place for per-tenant processing rules (filter, transform, route): after the parse,
+    # before the items are counted and flattened. A tenant with rules would then be admitted on
+    # this count, after prepare, as OTLP/JSON is (Pipeline.run counts protobuf early only
+    # because nothing here changes its items yet).
+    items = decode.item_count(signal, request)
     try:
         flattened = FLATTENERS[signal](request, tenant_id=tenant_id, retention_days=retention_days, window=window)
     except (UnicodeDecodeError, DecodeError) as exc:
         raise decode.undecodable_attribute(signal, exc) from exc
     protect(flattened.batches, ring=ring, sensitive=sensitive)
-    return Prepared(flattened.accepted, flattened.rejected, flattened.rejection_message, encode(flattened.batches))
+    return Prepared(
+        items, flattened.accepted, flattened.rejected, flattened.rejection_message, encode(flattened.batches)
+    )
 
 
 @dataclass(frozen=True)
 class _Job:
     signal: Signal
-    data: bytes  # the request as protobuf
+    data: bytes  # the request's body, decompressed
+    encoding: decode.Encoding
     tenant_id: str
     retention_days: int
     sensitive: frozenset[str]
@@ -126,10 +139,10 @@ def _run(job: _Job) -> tuple:
     """A job's outcome as plain data: ("ok", Prepared), or ("refused", reason name, message),
     ("rejected", message) for rows storage cannot hold, or ("unavailable", message)."""
     try:
-        request = decode.parse(job.signal, job.data, decode.Encoding.PROTOBUF)
         prepared = prepare(
             job.signal,
-            request,
+            job.data,
+            job.encoding,
             tenant_id=job.tenant_id,
             retention_days=job.retention_days,
             ring=_ring(job.tenant_id, job.data_keys),
@@ -147,6 +160,10 @@ def _run(job: _Job) -> tuple:
 def _ready(pause: float) -> int:
     time.sleep(pause)
     return os.getpid()
+
+
+def _loaded_packages() -> set[str]:
+    return {name.partition(".")[0] for name in sys.modules}
 
 
 # --- in the owner ---------------------------------------------------------------------------------
@@ -195,6 +212,13 @@ class PreparePool:
             return []
         return sorted(process.pid for process in (executor._processes or {}).values())
 
+    def loaded_packages(self) -> set[str]:
+        """The top-level packages a worker has imported (what it holds in memory)."""
+        executor = self._executor
+        if executor is None:
+            return set()
+        return executor.submit(_loaded_packages).result(timeout=60)
+
     def stop(self) -> None:
         with self._lock:
             executor, self._executor = self._executor, None
@@ -205,6 +229,7 @@ class PreparePool:
         self,
         signal: Signal,
         data: bytes,
+        encoding: decode.Encoding,
         *,
         tenant_id: str,
         retention_days: int,
@@ -213,11 +238,12 @@ class PreparePool:
         timeout: float,
         window: TimeWindow | None = None,
     ) -> Prepared:
-        """`prepare` for a request given as protobuf bytes, in a worker process."""
+        """`prepare`, in a worker process."""
         data_keys = {} if ring.current is None else {ring.current: ring.keys[ring.current]}  # encrypts
         job = _Job(
             signal,
             data,
+            encoding,
             tenant_id,
             retention_days,
             sensitive,
