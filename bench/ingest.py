@@ -145,6 +145,24 @@ class Gateway:
             total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith(field + ":")), 0.0)
         return total
 
+    def rss_by_process(self, field: str = "VmHWM") -> dict[str, float]:
+        """`field` of each process, MB: the gunicorn arbiter, the worker, each of its children."""
+        found = {}
+        for role, pid in [("arbiter", self.process.pid), *((f"pid {pid}", pid) for pid in self.processes())]:
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except FileNotFoundError:
+                continue
+            if pid == self.worker:
+                role = "worker"
+            elif "resource_tracker" in command:
+                role = "resource tracker"
+            elif "multiprocessing" in command:
+                role = f"prepare {pid}"
+            found[role] = next((int(line.split()[1]) / 1024 for line in lines if line.startswith(field + ":")), 0.0)
+        return found
+
     def writer_counters(self, table: str = "otel_traces") -> dict[str, float]:
         """The batcher's INSERT count, seconds and rows for `table` so far, from /metrics."""
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
@@ -532,6 +550,7 @@ def main() -> int:
     try:
         gateway.start()
         idle_rss = gateway.rss_mb("VmRSS")
+        idle_by_process = gateway.rss_by_process("VmRSS")
         print(
             f"gateway pid {gateway.process.pid}, worker pid {gateway.worker} "
             f"(with its {len(gateway.processes()) - 1} processes {idle_rss:.0f} MB RSS idle), "
@@ -548,6 +567,7 @@ def main() -> int:
                         gateway, "grpc", args, payloads, rate=runs[-1]["spans_per_s"] / 2, duration=args.paced_duration
                     )
                 )
+        peak_by_process = gateway.rss_by_process("VmHWM")
     finally:
         code = gateway.stop()
     acked = sum(r["acked_spans"] for r in runs)
@@ -575,6 +595,9 @@ def main() -> int:
             "(gateway: the gunicorn worker and its prepare processes, summed); "
             f"spans acknowledged {acked:,}, stored {stored:,}",
         ]
+    )
+    report += "\n\nRSS by process, MB, idle after start / peak (VmHWM) at the end: " + ", ".join(
+        f"{role} {idle_by_process.get(role, 0):.0f} / {peak:.0f}" for role, peak in peak_by_process.items()
     )
     print(report)
     if args.out:

@@ -16,7 +16,8 @@ from gateway.otlp.pipeline import Pipeline
 from gateway.otlp.prepare import PreparePool
 from storage.clickhouse import StorageUnavailable, Store
 from storage.schema import TELEMETRY_TABLES
-from tenants.encryption import PREFIX, KeyRing, key_ring
+from tenants.encryption import key_ring
+from tenants.keyring import PREFIX, KeyRing
 from tests import otlp_requests
 from tests.clients import http_post
 from vocabulary import Signal
@@ -145,6 +146,7 @@ def test_a_stopped_pool_refuses_instead_of_losing(store):
         pool.prepare(
             Signal.LOGS,
             otlp_requests.logs_request(1).SerializeToString(),
+            decode.Encoding.PROTOBUF,
             tenant_id="t",
             retention_days=1,
             ring=KeyRing("t", {}),
@@ -169,3 +171,11 @@ def test_the_pipeline_takes_the_batch_settings(store):
         assert built.workers is None
     finally:
         built.stop()
+
+
+def test_workers_hold_what_preparing_needs_and_not_django(pipeline):
+    """A worker runs decode, flatten, protect and the Native encoder; none of them needs Django,
+    the gRPC server or chDB, and loading them would cost each worker tens of megabytes."""
+    loaded = pipeline.workers.loaded_packages()
+    assert {"google", "storage", "tenants", "clickhouse_connect", "cryptography"} <= loaded
+    assert not loaded & {"django", "rest_framework", "grpc", "chdb", "billing"}

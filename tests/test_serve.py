@@ -166,6 +166,15 @@ def test_serve_end_to_end(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/readyz") as ready:
             assert json.loads(ready.read())["checks"] == {"database": "ok", "cache": "ok", "clickhouse": "ok"}
 
+        # The command exec'd a fresh interpreter for gunicorn's arbiter (same pid): it holds
+        # neither chDB nor Django's apps; its one worker holds chDB.
+        arbiter = gateway.process.pid
+        assert "gateway.processes" in Path(f"/proc/{arbiter}/cmdline").read_text()
+        workers = [int(p) for p in Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()]
+        assert len(workers) == 1
+        assert "chdb" not in Path(f"/proc/{arbiter}/maps").read_text()
+        assert "chdb" in Path(f"/proc/{workers[0]}/maps").read_text()
+
     rows = _query(
         data_dir, "SELECT TenantId, SpanName, TraceId, ServiceName FROM otel_traces WHERE ServiceName = 'e2e'"
     )

@@ -414,7 +414,7 @@ def test_tls_settings_are_checked(pki, tmp_path):
     from django.core.exceptions import ImproperlyConfigured
 
     from gateway.checks import tls_check
-    from gateway.processes.serving import gunicorn_options
+    from gateway.processes.gunicorn_app import gunicorn_options
 
     assert TlsConfig.from_settings() is None and tls_check(None) == []
     with override_settings(

@@ -9,7 +9,14 @@ import os
 
 from django.conf import settings
 
-from gateway.processes.serving import GatewayApplication, gunicorn_options, start_in_worker, stop_in_worker
+from gateway.processes.gunicorn_app import (
+    GatewayApplication,
+    exec_module,
+    gunicorn_options,
+    start_in_worker,
+    stop_in_worker,
+    workers_argument,
+)
 
 log = logging.getLogger("gateway.processes.all_in_one")
 
@@ -30,3 +37,11 @@ def options(*, workers: int) -> dict:
 
 def run(*, workers: int = 1) -> None:
     GatewayApplication(options(workers=workers)).run()
+
+
+def exec_process(*, workers: int) -> None:
+    exec_module(__name__, workers=workers)
+
+
+def main(argv: list[str]) -> None:
+    run(workers=workers_argument(argv, __doc__.splitlines()[0]))

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from django.conf import settings
 
-from gateway.processes.serving import GatewayApplication, gunicorn_options, start_in_worker, stop_in_worker
+from gateway.processes.gunicorn_app import (
+    GatewayApplication,
+    exec_module,
+    gunicorn_options,
+    start_in_worker,
+    stop_in_worker,
+    workers_argument,
+)
 from storage.host import available_cpus
 
 log = logging.getLogger("gateway.processes.http_server")
@@ -75,3 +82,11 @@ def options(*, workers: int) -> dict:
 
 def run(*, workers: int) -> None:
     GatewayApplication(options(workers=workers)).run()
+
+
+def exec_process(*, workers: int) -> None:
+    exec_module(__name__, workers=workers)
+
+
+def main(argv: list[str]) -> None:
+    run(workers=workers_argument(argv, __doc__.splitlines()[0]))

@@ -56,9 +56,9 @@ class Command(BaseCommand):
             + (f", {tls.describe()}" if tls is not None else "")
         )
         self.stdout.flush()
-        from gateway.processes.all_in_one import run
+        from gateway.processes.all_in_one import exec_process
 
-        run(workers=workers)
+        exec_process(workers=workers)
 
     def _demo_tenant(self, tls: TlsConfig | None) -> None:
         if Tenant.objects.filter(slug=DEMO_SLUG).exists():

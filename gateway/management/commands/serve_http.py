@@ -27,7 +27,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, workers: int | None, **options):
-        from gateway.processes.http_server import default_workers, run
+        from gateway.processes.http_server import default_workers, exec_process
 
         workers = workers or default_workers()
         if storage.get_store().embedded and workers != 1:
@@ -47,4 +47,4 @@ class Command(BaseCommand):
             f"{workers} worker(s), ClickHouse {describe_url(settings.GATEWAY_CLICKHOUSE_URL)}"
         )
         self.stdout.flush()
-        run(workers=workers)
+        exec_process(workers=workers)
