@@ -92,16 +92,17 @@ class Admission:
     def _daily(self, principal: Principal, signal: Signal, limits: TenantLimits, *, items: int, body_bytes: int):
         signal_limits = limits.for_signal(signal)
         now = self.clock()
-        day = now.strftime("%Y%m%d")
         counters = []
         if signal_limits.items_per_day:
-            counters.append((f"{principal.tenant_id}:{signal}:items:{day}", items, signal_limits.items_per_day))
+            counters.append((f"{principal.tenant_id}:{signal}:items", items, signal_limits.items_per_day))
         if signal_limits.bytes_per_day:
-            counters.append((f"{principal.tenant_id}:{signal}:bytes:{day}", body_bytes, signal_limits.bytes_per_day))
-        over = quotas.add_daily(counters, ttl=2 * 86400) if counters else None
+            counters.append((f"{principal.tenant_id}:{signal}:bytes", body_bytes, signal_limits.bytes_per_day))
+        over = quotas.add_daily(counters, day=now.date()) if counters else None
         if over is not None:
             what, limit = (
-                ("items", signal_limits.items_per_day) if ":items:" in over else ("bytes", signal_limits.bytes_per_day)
+                ("items", signal_limits.items_per_day)
+                if over.endswith(":items")
+                else ("bytes", signal_limits.bytes_per_day)
             )
             raise LimitExceeded(
                 Reason.DAILY_QUOTA,

@@ -108,3 +108,20 @@ class InvoiceLine(models.Model):
 
     class Meta:
         ordering = ["invoice", "position"]
+
+
+class DailyCounter(models.Model):
+    """What a tenant's signal was admitted on one UTC day (items or bytes), for daily quotas in
+    the embedded mode: in the database, so that no count is evicted and a restart keeps them.
+    With Redis (production) the counters live there instead (billing.quotas)."""
+
+    key = models.CharField(max_length=120)  # "<tenant id>:<signal>:<items|bytes>"
+    day = models.DateField()
+    amount = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "day"], name="billing_dailycounter_key_day")]
+        indexes = [models.Index(fields=["day"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.day}: {self.amount}"

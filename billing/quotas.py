@@ -4,7 +4,10 @@ single-process embedded mode, Redis in production.
 - requests per second: django-ratelimit's fixed one-second windows;
 - items per second with a burst: a token bucket (a Lua script in Redis, so that a check and its
   take are one atomic step on the server's clock; a lock in the single embedded process);
-- items and bytes per UTC day: atomic increments, given back when a request is refused.
+- items and bytes per UTC day: exact counts that are never evicted. In Redis, atomic
+  increments given back when a request is refused; otherwise (the embedded mode) rows in the
+  database, added to only while under the limit, so a restart or 10,000 tenants lose nothing
+  (a local-memory cache would evict them, and forget them on restart).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from datetime import date, timedelta
 
 from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F
 from django.http import HttpRequest
 from django_ratelimit import ALL
 from django_ratelimit.core import get_usage
@@ -80,17 +86,20 @@ def bucket_store() -> LocalBuckets | RedisBuckets:
     if _buckets is None:
         with _buckets_lock:
             if _buckets is None:
-                client_factory = getattr(getattr(cache, "_cache", None), "get_client", None)
-                if callable(client_factory):  # django.core.cache.backends.redis.RedisCache
-                    _buckets = RedisBuckets(client_factory(write=True))
-                else:
-                    _buckets = LocalBuckets()
+                client = _redis_client()
+                _buckets = RedisBuckets(client) if client is not None else LocalBuckets()
     return _buckets
 
 
 def take_items(key: str, *, rate: int, burst: int, cost: int) -> float:
     """Take `cost` items from the bucket; 0 when allowed, else seconds until they would be."""
     return bucket_store().take(f"quota:items:{key}", rate=rate, burst=burst, cost=cost)
+
+
+def _redis_client():
+    """The Redis client behind Django's cache, or None when the cache is not Redis."""
+    client_factory = getattr(getattr(cache, "_cache", None), "get_client", None)
+    return client_factory(write=True) if callable(client_factory) else None
 
 
 def request_allowed(key: str, *, per_second: int) -> tuple[bool, int]:
@@ -108,17 +117,56 @@ def request_allowed(key: str, *, per_second: int) -> tuple[bool, int]:
     return False, max(1, math.ceil(usage["time_left"]))
 
 
-def add_daily(counters: list[tuple[str, int, int]], *, ttl: int) -> str | None:
-    """Add each (key, amount, limit). If any would pass its limit, give all back and return
-    that key; otherwise None."""
+def add_daily(counters: list[tuple[str, int, int]], *, day: date) -> str | None:
+    """Add each (key, amount, limit) to its count for `day`. If any would pass its limit,
+    nothing is added and that key is returned; otherwise None."""
+    if _redis_client() is not None:
+        return _add_daily_in_cache(counters, day=day)
+    return _add_daily_in_database(counters, day=day)
+
+
+def _add_daily_in_cache(counters: list[tuple[str, int, int]], *, day: date) -> str | None:
     added: list[tuple[str, int]] = []
     for key, amount, limit in counters:
-        cache_key = f"quota:daily:{key}"
-        cache.add(cache_key, 0, timeout=ttl)
+        cache_key = f"quota:daily:{key}:{day:%Y%m%d}"
+        cache.add(cache_key, 0, timeout=2 * 86400)
         total = cache.incr(cache_key, amount)
         added.append((cache_key, amount))
         if total > limit:
             for undo_key, undo_amount in added:
                 cache.decr(undo_key, undo_amount)
             return key
+    return None
+
+
+def daily_used(key: str, *, day: date) -> int:
+    """What `add_daily` has counted for `key` on `day`."""
+    if _redis_client() is not None:
+        return int(cache.get(f"quota:daily:{key}:{day:%Y%m%d}", 0))
+    from billing.models import DailyCounter
+
+    return DailyCounter.objects.filter(key=key, day=day).values_list("amount", flat=True).first() or 0
+
+
+_pruned_before: date | None = None
+
+
+def _add_daily_in_database(counters: list[tuple[str, int, int]], *, day: date) -> str | None:
+    from billing.models import DailyCounter
+
+    global _pruned_before
+    if _pruned_before != day:  # once a day per process: counts of days before yesterday go
+        DailyCounter.objects.filter(day__lt=day - timedelta(days=1)).delete()
+        _pruned_before = day
+    with transaction.atomic():
+        for key, amount, limit in counters:
+            DailyCounter.objects.get_or_create(key=key, day=day)
+            # Added only while it stays within the limit: one statement, so concurrent requests
+            # (threads, or processes sharing PostgreSQL) cannot both take the last of a quota.
+            added = DailyCounter.objects.filter(key=key, day=day, amount__lte=limit - amount).update(
+                amount=F("amount") + amount
+            )
+            if not added:
+                transaction.set_rollback(True)
+                return key
     return None

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from django.core.cache import cache
-
+from billing import quotas
 from billing.limits import limits_for
 from billing.usage import ACCEPTED, UsageRow, daily_usage
 from vocabulary import Signal
@@ -83,13 +82,13 @@ class QuotaUse:
 def quota_consumption(tenant) -> list[QuotaUse]:
     """Today's use of each daily limit (from the shared counters the admission step keeps)."""
     limits = limits_for(plan_id=tenant.plan_id, overrides=tenant.limit_overrides or {})
-    day = datetime.now(UTC).strftime("%Y%m%d")
+    day = datetime.now(UTC).date()
     uses = []
     for signal in Signal:
         signal_limits = limits.for_signal(signal)
         for what, limit in (("items", signal_limits.items_per_day), ("bytes", signal_limits.bytes_per_day)):
             if limit:
-                used = cache.get(f"quota:daily:{tenant.id}:{signal}:{what}:{day}", 0)
+                used = quotas.daily_used(f"{tenant.id}:{signal}:{what}", day=day)
                 uses.append(QuotaUse(f"{signal} {what} today", int(used), limit))
     return uses
 

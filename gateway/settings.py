@@ -134,7 +134,13 @@ DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
 
 def _cache(url: str | None) -> dict:
     if not url:
-        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}
+        # Request-rate windows of every active tenant must fit: the default 300 entries would
+        # evict (and so reset) them with a few hundred tenants. Daily quotas are in the database.
+        return {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "gateway",
+            "OPTIONS": {"MAX_ENTRIES": 1_000_000},
+        }
     if not url.startswith(("redis://", "rediss://")):
         raise ValueError("GATEWAY_CACHE_URL must be redis://... or unset for the local-memory cache")
     return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
@@ -295,6 +301,12 @@ GATEWAY_CLICKHOUSE_CLUSTER = os.environ.get("GATEWAY_CLICKHOUSE_CLUSTER", "")
 GATEWAY_MIGRATE_ON_START = (
     env_bool("GATEWAY_MIGRATE_ON_START", False) if os.environ.get("GATEWAY_MIGRATE_ON_START", "") != "" else None
 )
+
+# /readyz is not ready while ClickHouse's disk (the data directory's, embedded) has less free.
+GATEWAY_READY_MIN_FREE_MB = env_int("GATEWAY_READY_MIN_FREE_MB", 100)
+# ... and for this many seconds after an INSERT failed for a reason that can pass (then it is
+# ready again, so that traffic can show whether storage recovered).
+GATEWAY_READY_FAILURE_SECONDS = env_int("GATEWAY_READY_FAILURE_SECONDS", 30)
 
 # --- Production processes and metrics (see docs/OPERATIONS.md) ------------------------------
 # serve_http: gunicorn workers; 0 = one per CPU available to the container (cgroup quota).
