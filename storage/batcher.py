@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from storage.clickhouse import StorageError, StorageUnavailable, Store
 from storage.flatten import TableBatch
+from storage.partitions import MAX_PARTITIONS_PER_INSERT, split_by_partition
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class EncodedBlock:
     column_names: tuple[str, ...]
     rows: int
     data: bytes
+    partitions: frozenset = frozenset()  # the table partitions its rows go to (storage.partitions)
 
 
 @dataclass
@@ -109,6 +111,9 @@ class Batcher:
         self._expected_lock = threading.Lock()
         self._expected = 0
         self.inserts = 0  # INSERT statements issued; tells how well requests were grouped
+        # table -> (when, error) of its last INSERT, while its INSERTs fail for a reason that can
+        # pass (the server, the disk); cleared by the next one that succeeds.
+        self._failing: dict[str, tuple[float, str]] = {}
 
     def start(self) -> None:
         with self._lock:
@@ -132,6 +137,13 @@ class Batcher:
             if isinstance(item, _Pending):
                 item.error = StorageUnavailable("the gateway is shutting down; nothing was stored")
                 item.done.set()
+
+    def failing_tables(self, *, within_seconds: float) -> dict[str, str]:
+        """Tables whose last INSERT failed for a reason that can pass, within the last
+        `within_seconds`, and its error. Older failures are forgotten: a process taken out of
+        service for them gets no traffic to succeed with, so it must try again."""
+        since = time.monotonic() - within_seconds
+        return {table: error for table, (when, error) in list(self._failing.items()) if when >= since}
 
     @property
     def queue_depth(self) -> int:
@@ -215,12 +227,14 @@ class Batcher:
         try:
             return [
                 EncodedBlock(
-                    batch.table,
-                    tuple(batch.column_names),
-                    batch.rows,
-                    self.store.encode(batch.table, batch.column_names, batch.columns),
+                    part.table,
+                    tuple(part.column_names),
+                    part.rows,
+                    self.store.encode(part.table, part.column_names, part.columns),
+                    partitions,
                 )
                 for batch in batches
+                for part, partitions in split_by_partition(batch, server_tz=self.store.server_tz)
             ]
         except StorageError:
             # (Cannot reach ClickHouse for the column types, or rows it could not take.) Counted
@@ -280,25 +294,30 @@ class Batcher:
         for pending in group:
             for block in pending.blocks:
                 by_table.setdefault((block.table, block.column_names), []).append((pending, block))
-        for (table, _), parts in by_table.items():
-            try:
-                self._insert([block for _, block in parts])
-            except StorageError as exc:
-                if len(parts) == 1:
-                    parts[0][0].error = exc
-                    continue
-                # Find out whose rows the server refuses, so one bad request fails alone.
-                log.warning("grouped insert into %s failed (%s); retrying request by request", table, exc)
-                for pending, block in parts:
-                    try:
-                        self._insert([block])
-                    except StorageError as single_exc:
-                        pending.error = single_exc
+        for (table, _), blocks in by_table.items():
+            for parts in _within_partition_limit(blocks):
+                self._insert_parts(table, parts)
         self.observer.flushed(seconds=time.perf_counter() - started)
         for pending in group:
             if pending.error is not None:
                 log.error("storing a request failed: %s", pending.error)
             pending.done.set()
+
+    def _insert_parts(self, table: str, parts: list[tuple[_Pending, EncodedBlock]]) -> None:
+        """One INSERT of `parts`; when it fails, one per block, so that a bad request fails alone."""
+        try:
+            self._insert([block for _, block in parts])
+            return
+        except StorageError as exc:
+            if len(parts) == 1:
+                parts[0][0].error = exc
+                return
+            log.warning("grouped insert into %s failed (%s); retrying request by request", table, exc)
+        for pending, block in parts:
+            try:
+                self._insert([block])
+            except StorageError as single_exc:
+                pending.error = single_exc
 
     def _insert(self, blocks: list[EncodedBlock]) -> None:
         first = blocks[0]
@@ -306,6 +325,31 @@ class Batcher:
         try:
             self.store.insert_native(first.table, first.column_names, [block.data for block in blocks])
             ok = True
+            self._failing.pop(first.table, None)
+        except StorageError as exc:
+            if exc.retryable:
+                self._failing[first.table] = (time.monotonic(), str(exc))
+            raise
         finally:
             self.observer.inserted(table=first.table, rows=rows, seconds=time.perf_counter() - started, ok=ok)
         self.inserts += 1
+
+
+def _within_partition_limit(
+    blocks: list[tuple[_Pending, EncodedBlock]], limit: int = MAX_PARTITIONS_PER_INSERT
+) -> list[list[tuple[_Pending, EncodedBlock]]]:
+    """`blocks` (of one table) in groups whose partitions together stay within `limit`, each
+    group one INSERT. A block is never over the limit alone (storage.partitions split it)."""
+    groups: list[list[tuple[_Pending, EncodedBlock]]] = []
+    current: list[tuple[_Pending, EncodedBlock]] = []
+    partitions: set = set()
+    for pending, block in blocks:
+        joined = partitions | block.partitions
+        if current and len(joined) > limit:
+            groups.append(current)
+            current, joined = [], set(block.partitions)
+        current.append((pending, block))
+        partitions = joined
+    if current:
+        groups.append(current)
+    return groups

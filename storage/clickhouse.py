@@ -5,6 +5,7 @@ clickhouse-connect. Reads of telemetry tables are refused here unless tenant-sco
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -248,6 +249,21 @@ class Store:
 
     def _scoped_query(self, sql: str, parameters: dict[str, Any], settings: dict[str, Any]):
         return self._get_client().query(sql, parameters=parameters, settings=settings)
+
+    def free_disk_bytes(self) -> int:
+        """Free space where the tables are stored: the data directory's file system in the
+        embedded mode, the fullest of the server's disks otherwise."""
+        if self.embedded:
+            path = urlparse(self.url).path
+            while path and not os.path.exists(path):
+                path = os.path.dirname(path)
+            stats = os.statvfs(path or "/")
+            return stats.f_bavail * stats.f_frsize
+        try:
+            rows = self._get_client().query("SELECT min(free_space) FROM system.disks").result_rows
+        except (ClickHouseError, OSError) as exc:
+            raise StorageUnavailable(f"cannot read ClickHouse's free disk space: {exc}") from exc
+        return int(rows[0][0])
 
     def ping(self) -> bool:
         try:

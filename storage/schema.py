@@ -345,3 +345,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "telemetry tables", (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY)),
     Migration(2, "usage metering", (_USAGE,)),
 )
+
+# The day-partitioned telemetry tables' time columns: a block of rows for one of them spans one
+# partition per (tenant, day) it holds (storage.partitions keeps each INSERT under the limit).
+DAY_PARTITIONED_TIME_COLUMNS = {
+    table.name: table.time_column
+    for table in (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY)
+    if table.partition == "toDate({time})"
+}

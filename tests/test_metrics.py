@@ -112,12 +112,37 @@ def test_metrics_token(client, pipeline):
 def test_readyz_checks_database_cache_and_clickhouse(client, pipeline):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "cache": "ok", "clickhouse": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "cache": "ok", "clickhouse": "ok", "clickhouse_writes": "ok"},
+    }
     # A cache that keeps nothing, as a Redis that refuses writes would.
     with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["cache"] == "error: value not read back"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_is_not_ready_while_storage_cannot_take_writes(client, store, tenant, http_url):
+    with override_settings(GATEWAY_READY_MIN_FREE_MB=10**9):  # a petabyte free: no disk has it
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "MB free, under GATEWAY_READY_MIN_FREE_MB" in response.json()["checks"]["clickhouse_writes"]
+
+    body = otlp_requests.traces_request(2).SerializeToString()
+    store.command("DETACH TABLE otel_traces")  # the table cannot be written
+    try:
+        assert http_post(http_url, "traces", body, key=tenant.key).status == 503
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "INSERTs into otel_traces are failing" in response.json()["checks"]["clickhouse_writes"]
+        with override_settings(GATEWAY_READY_FAILURE_SECONDS=0):  # a failure long ago: try again
+            assert client.get("/readyz").status_code == 200
+    finally:
+        store.command("ATTACH TABLE otel_traces")
+    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    assert client.get("/readyz").json()["checks"]["clickhouse_writes"] == "ok"
 
 
 def test_json_log_lines_keep_extras_and_exceptions():

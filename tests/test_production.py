@@ -299,7 +299,10 @@ def test_http_and_grpc_roles_on_postgresql_and_redis(migrated, redis_client, tmp
         base = f"http://127.0.0.1:{http_port}"
 
         status, _, body = _get(f"{base}/readyz")
-        assert (status, json.loads(body)["checks"]) == (200, {"database": "ok", "cache": "ok", "clickhouse": "ok"})
+        assert (status, json.loads(body)["checks"]) == (
+            200,
+            {"database": "ok", "cache": "ok", "clickhouse": "ok", "clickhouse_writes": "ok"},
+        )
         assert list(redis_client.scan_iter("*gateway:readyz:*")), "readyz did not go through Redis"
         # Hosts: the pod IP (probes, scrapes) and the configured names pass, others do not.
         assert _get(f"{base}/healthz", {"Host": "evil.example"})[0] == 400
@@ -376,7 +379,12 @@ def test_http_workers_count_into_one_set_of_metrics_and_report_clickhouse_down(m
         base = f"http://127.0.0.1:{port}"
         status, _, body = _get(f"{base}/readyz")
         assert status == 503
-        assert json.loads(body)["checks"] == {"database": "ok", "cache": "ok", "clickhouse": "unreachable"}
+        assert json.loads(body)["checks"] == {
+            "database": "ok",
+            "cache": "ok",
+            "clickhouse": "unreachable",
+            "clickhouse_writes": "error: ClickHouse is unreachable",
+        }
 
         body = otlp_requests.traces_request(2).SerializeToString()
         requests = 0

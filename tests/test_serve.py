@@ -164,7 +164,12 @@ def test_serve_end_to_end(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/static/admin/css/base.css") as css:
             assert css.status == 200  # the console is styled under gunicorn, DEBUG off
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/readyz") as ready:
-            assert json.loads(ready.read())["checks"] == {"database": "ok", "cache": "ok", "clickhouse": "ok"}
+            assert json.loads(ready.read())["checks"] == {
+                "database": "ok",
+                "cache": "ok",
+                "clickhouse": "ok",
+                "clickhouse_writes": "ok",
+            }
 
         # The command exec'd a fresh interpreter for gunicorn's arbiter (same pid): it holds
         # neither chDB nor Django's apps; its one worker holds chDB.

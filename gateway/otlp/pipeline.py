@@ -148,9 +148,10 @@ class Pipeline:
         TLS client certificate) to reply. `read_body` is called only once the sender is known.
         `encoding` None: chosen from `content_type` once the sender is known (so an unsupported
         one is metered to its tenant). Whatever goes wrong ends in a refused ExportResult, never
-        an exception; every request, refused or not, is metered exactly once, when it ends. `origin`: a browser's Origin header, which must be one of
-        the tenant's allowed origins and of `gateway_origins` (a browser may have cached a
-        preflight from before its origin was removed there)."""
+        an exception; every request, refused or not, is metered exactly once, when it ends.
+        `origin`: a browser's Origin header, which must be one of the tenant's allowed origins
+        and of `gateway_origins` (a browser may have cached a preflight from before its origin
+        was removed there)."""
         meter = _Meter(self.batcher, signal)
         try:
             principal = self.authenticate(api_key, signal, client_cert_sha256=client_cert_sha256)

@@ -39,6 +39,7 @@ from storage.batcher import EncodedBlock
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
 from storage.flatten import FLATTENERS, TABLES, TableBatch
 from storage.flatten.common import TimeWindow
+from storage.partitions import split_by_partition
 from tenants.keyring import KeyRing
 from tenants.protect import protect
 from vocabulary import Reason, Refusal, Signal
@@ -118,18 +119,20 @@ def _encoder(types: dict[str, dict[str, str]], server_tz) -> Callable[[list[Tabl
     def encode(batches: list[TableBatch]) -> list[EncodedBlock]:
         return [
             EncodedBlock(
-                batch.table,
-                tuple(batch.column_names),
-                batch.rows,
+                part.table,
+                tuple(part.column_names),
+                part.rows,
                 encode_native(
-                    batch.table,
-                    batch.column_names,
-                    column_types(types, batch.table, batch.column_names),
+                    part.table,
+                    part.column_names,
+                    column_types(types, part.table, part.column_names),
                     server_tz,
-                    batch.columns,
+                    part.columns,
                 ),
+                partitions,
             )
             for batch in batches
+            for part, partitions in split_by_partition(batch, server_tz=server_tz)
         ]
 
     return encode

@@ -89,6 +89,11 @@ def get_pipeline() -> Pipeline:
     return _pipeline
 
 
+def current_pipeline() -> Pipeline | None:
+    """The process's pipeline if it has one; never builds it (health checks ask this)."""
+    return _pipeline
+
+
 def install_pipeline(pipeline: Pipeline | None) -> Pipeline | None:
     """Make `pipeline` the process's pipeline (startup and tests); returns the previous one."""
     global _pipeline
