@@ -47,6 +47,8 @@ class PlanAdmin(admin.ModelAdmin):
                     "requests_per_second",
                     "items_per_day",
                     "bytes_per_day",
+                    "bytes_per_second",
+                    "burst_bytes",
                     "included_items",
                     "price_per_million",
                 )

@@ -51,6 +51,31 @@ class Admission:
                 f"{limits.max_request_bytes} bytes of plan {limits.plan_name}; send smaller batches",
             )
 
+    def admit_bytes(self, principal: Principal, signal: Signal, body_bytes: int) -> None:
+        """The bandwidth limit (bytes per second with a burst, as Tempo's rate_limit_bytes),
+        before the body is decompressed: what it bounds is what the tenant sends."""
+        limits = self.limits(principal)
+        signal_limits = limits.for_signal(signal)
+        if not signal_limits.bytes_per_second:
+            return
+        burst = signal_limits.bytes_burst
+        if body_bytes > burst:
+            raise LimitExceeded(
+                Reason.TOO_LARGE,
+                f"request of {body_bytes} bytes is more than plan {limits.plan_name} accepts at once for {signal} "
+                f"({burst} bytes); send smaller batches",
+            )
+        wait = quotas.take_bytes(
+            f"{principal.tenant_id}:{signal}", rate=signal_limits.bytes_per_second, burst=burst, cost=body_bytes
+        )
+        if wait:
+            raise LimitExceeded(
+                Reason.THROTTLED,
+                f"{signal} bandwidth limit: plan {limits.plan_name} allows {signal_limits.bytes_per_second} bytes "
+                f"per second; this request has {body_bytes}",
+                retry_after_seconds=max(1, math.ceil(wait)),
+            )
+
     def admit(self, principal: Principal, signal: Signal, *, items: int, body_bytes: int) -> None:
         """Rate limits and quotas for a decoded request (its size was checked before decoding)."""
         limits = self.limits(principal)

@@ -21,10 +21,16 @@ class SignalLimits:
     requests_per_second: int = 0
     items_per_day: int = 0
     bytes_per_day: int = 0
+    bytes_per_second: int = 0
+    burst_bytes: int = 0
 
     @property
     def burst(self) -> int:
         return self.burst_items or self.items_per_second
+
+    @property
+    def bytes_burst(self) -> int:
+        return self.burst_bytes or self.bytes_per_second
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,12 @@ class PlanSignal(models.Model):
     requests_per_second = models.PositiveIntegerField(default=0)
     items_per_day = models.PositiveBigIntegerField(default=0)
     bytes_per_day = models.PositiveBigIntegerField(default=0)
+    bytes_per_second = models.PositiveBigIntegerField(
+        default=0, help_text="Request bytes (as received, compressed) per second; 0: no limit."
+    )
+    burst_bytes = models.PositiveBigIntegerField(
+        default=0, help_text="Bytes allowed at once above the steady rate; 0: one second's worth."
+    )
     included_items = models.PositiveBigIntegerField(default=0, help_text="Items per month in the base fee.")
     price_per_million = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
 

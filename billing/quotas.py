@@ -96,6 +96,11 @@ def take_items(key: str, *, rate: int, burst: int, cost: int) -> float:
     return bucket_store().take(f"quota:items:{key}", rate=rate, burst=burst, cost=cost)
 
 
+def take_bytes(key: str, *, rate: int, burst: int, cost: int) -> float:
+    """`take_items` for request bytes, in a bucket of their own."""
+    return bucket_store().take(f"quota:bytes:{key}", rate=rate, burst=burst, cost=cost)
+
+
 def _redis_client():
     """The Redis client behind Django's cache, or None when the cache is not Redis."""
     client_factory = getattr(getattr(cache, "_cache", None), "get_client", None)

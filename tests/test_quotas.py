@@ -73,6 +73,26 @@ def test_item_rate_refuses_whole_requests_with_retry_hints(tenant, http_url, grp
     assert http_post(http_url, "traces", spans(8), key=tenant.key).status == 200
 
 
+def test_bandwidth_limit_refuses_whole_requests_before_decoding(tenant, http_url, grpc_channel, bucket_clock):
+    body = spans(20)
+    on_plan(tenant, bytes_per_second=len(body), burst_bytes=2 * len(body))
+    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    grpc_export(grpc_channel, "traces", body, key=tenant.key)  # the burst: two requests at once
+    reply = http_post(http_url, "traces", body, key=tenant.key)
+    assert reply.status == 429 and int(reply.headers["retry-after"]) >= 1
+    assert f"allows {len(body)} bytes per second" in reply.status_message().message
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_export(grpc_channel, "traces", body, key=tenant.key)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_info(caught.value) is not None
+    bucket_clock.advance(1)  # one second's worth back
+    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    assert tenant.count("otel_traces") == 3 * 20
+    # More than the burst can never pass: 413, no retry hint.
+    reply = http_post(http_url, "traces", spans(60), key=tenant.key)
+    assert reply.status == 413 and "accepts at once" in reply.status_message().message
+    assert "retry-after" not in reply.headers
+
+
 def test_request_larger_than_the_burst_cannot_succeed(tenant, http_url, grpc_channel):
     on_plan(tenant, items_per_second=10, burst_items=20)
     reply = http_post(http_url, "traces", spans(30), key=tenant.key)

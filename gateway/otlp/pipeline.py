@@ -164,6 +164,7 @@ class Pipeline:
             meter.body_bytes = len(body)
             if self.admission is not None:
                 self.admission.check_size(principal, len(body))
+                self.admission.admit_bytes(principal, signal, len(body))
             data = decode.decompress(body, content_encoding, limit=self.config.max_decompressed_bytes)
             if encoding is decode.Encoding.PROTOBUF:
                 # Counted without a full parse (the one full parse is in prepare), so that a
