@@ -43,6 +43,12 @@ class TenantReader:
         params["tenant_id"] = self.tenant_id
         return self._store._scoped_query(sql, params, self._settings)
 
+    def query_for_tool(self, sql: str):
+        """A query written by a tool that knows nothing of tenants (the SQL Grafana's ClickHouse
+        data source generates): every tenant table it reads is filtered to this tenant by
+        `additional_table_filters` alone."""
+        return self._store._scoped_query(sql, {}, self._settings)
+
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         result = self.query(sql, parameters)
         rows = [dict(zip(result.column_names, row)) for row in result.result_rows]

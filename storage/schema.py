@@ -9,6 +9,7 @@ under the table's own name, sharded by tenant, so inserts and reads use the same
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MIGRATIONS_TABLE = "gateway_schema_migrations"
@@ -23,9 +24,15 @@ EXP_HISTOGRAM_TABLE = "otel_metrics_exponential_histogram"
 SUMMARY_TABLE = "otel_metrics_summary"
 METRIC_TABLES = (GAUGE_TABLE, SUM_TABLE, HISTOGRAM_TABLE, EXP_HISTOGRAM_TABLE, SUMMARY_TABLE)
 USAGE_TABLE = "gateway_usage"
-# Every table that holds a tenant's data: reads of these must be tenant-scoped.
+# The Collector exporter's trace-id lookup (first and last time of each trace), filled from
+# otel_traces by a materialized view; Grafana's trace view reads it.
+TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
+TRACE_ID_TS_VIEW = "otel_traces_trace_id_ts_mv"
 TELEMETRY_TABLES = (TRACES_TABLE, LOGS_TABLE, *METRIC_TABLES)
-TENANT_TABLES = (*TELEMETRY_TABLES, USAGE_TABLE)
+# Every table that holds a tenant's data: reads of these must be tenant-scoped, and deleting a
+# tenant drops its partitions of each.
+TENANT_DATA_TABLES = (*TELEMETRY_TABLES, TRACE_ID_TS_TABLE)
+TENANT_TABLES = (*TENANT_DATA_TABLES, USAGE_TABLE)
 
 
 # A cluster name or a `{macro}`; it is quoted into DDL, so nothing else is allowed.
@@ -108,16 +115,18 @@ SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema version. Later versions that change a table add an operation that renders for
-    both layouts, as `Table` does (in a cluster, an ALTER goes to the local tables ON CLUSTER and
-    to the Distributed table)."""
+    """One schema version: tables to create, then `steps`, each rendering its statements for a
+    layout (in a cluster, an ALTER goes to the local tables ON CLUSTER and to the Distributed
+    table)."""
 
     version: int
     name: str
     tables: tuple[Table, ...]
+    steps: tuple[Callable[[Layout], tuple[str, ...]], ...] = ()
 
     def statements(self, layout: Layout = PLAIN) -> tuple[str, ...]:
-        return tuple(statement for table in self.tables for statement in table.create_statements(layout))
+        created = tuple(statement for table in self.tables for statement in table.create_statements(layout))
+        return created + tuple(statement for step in self.steps for statement in step(layout))
 
 
 # In the embedded mode chDB's background merges share the gateway's CPU: at ingest rates they
@@ -341,9 +350,67 @@ _USAGE = Table(
     Bytes UInt64""",
 )
 
+# Columns of the Collector's clickhouseexporter (up to v0.150, the schema Grafana's ClickHouse
+# data source detects as OTel 1.2.9) that tools read: otel_logs.TimestampTime (Grafana filters
+# logs on it) and the trace-id lookup with its materialized view (Grafana's trace view reads
+# min(Start) / max(End) of a trace from it). Here both carry TenantId first, as every table.
+_TRACE_ID_TS = Table(
+    name=TRACE_ID_TS_TABLE,
+    time_column="Start",
+    order_by="TraceId, Start",
+    body="""
+    TenantId LowCardinality(String) CODEC(ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    Start DateTime CODEC(Delta, ZSTD(1)),
+    End DateTime CODEC(Delta, ZSTD(1)),
+    RetentionDays UInt16,
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.01) GRANULARITY 1""",
+)
+
+
+def _logs_timestamp_time(layout: Layout) -> tuple[str, ...]:
+    column = "ADD COLUMN IF NOT EXISTS TimestampTime DateTime DEFAULT toDateTime(Timestamp) AFTER Timestamp"
+    statements = [f"ALTER TABLE {layout.data_table(LOGS_TABLE)}{layout.on_cluster} {column}"]
+    if layout.cluster:
+        statements.append(f"ALTER TABLE {LOGS_TABLE}{layout.on_cluster} {column}")
+    return tuple(statements)
+
+
+_TRACE_ID_TS_SELECT = (
+    "SELECT TenantId, TraceId, toDateTime(min(Timestamp)) AS Start, toDateTime(max(Timestamp)) AS End, "
+    "max(RetentionDays) AS RetentionDays FROM {source} WHERE TraceId != '' GROUP BY TenantId, TraceId"
+)
+
+
+def _trace_id_ts_view(layout: Layout) -> tuple[str, ...]:
+    # In a cluster the view runs on each shard's local tables: a tenant's traces and its lookup
+    # rows are on the same shard.
+    view = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {TRACE_ID_TS_VIEW}{layout.on_cluster} "
+        f"TO {layout.data_table(TRACE_ID_TS_TABLE)} AS "
+        + _TRACE_ID_TS_SELECT.format(source=layout.data_table(TRACES_TABLE))
+    )
+    # The traces stored before this version, once: the view sees only new INSERTs. A trace
+    # written meanwhile may be counted twice, which min(Start) / max(End) do not notice.
+    backfill = (
+        f"INSERT INTO {TRACE_ID_TS_TABLE} "
+        + _TRACE_ID_TS_SELECT.format(source=TRACES_TABLE)
+        # One INSERT over every tenant and day already stored; the partition limit guards
+        # ingest, not this one-off copy.
+        + " SETTINGS max_partitions_per_insert_block = 0"
+    )
+    return (view, backfill)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "telemetry tables", (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY)),
     Migration(2, "usage metering", (_USAGE,)),
+    Migration(
+        3,
+        "clickhouseexporter compatibility: otel_logs.TimestampTime, the trace-id lookup",
+        (_TRACE_ID_TS,),
+        (_logs_timestamp_time, _trace_id_ts_view),
+    ),
 )
 
 # The day-partitioned telemetry tables' time columns: a block of rows for one of them spans one

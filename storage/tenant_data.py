@@ -1,4 +1,4 @@
-"""Removing a tenant's stored telemetry: every partition of every telemetry table."""
+"""Removing a tenant's stored telemetry: every partition of every table holding its data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 import uuid
 
 from storage.clickhouse import Store
-from storage.schema import TELEMETRY_TABLES
+from storage.schema import TENANT_DATA_TABLES
 
 _PARTITION_ID = re.compile(r"^[0-9A-Za-z_-]+$")
 
@@ -18,7 +18,7 @@ def drop_tenant_partitions(store: Store, tenant_id: str) -> int:
     prefix = f"('{tenant_id}',"
     dropped = 0
     layout = store.layout
-    for table in TELEMETRY_TABLES:
+    for table in TENANT_DATA_TABLES:
         # In a cluster the parts live in the `_local` tables, on whichever shard holds the tenant.
         data_table = layout.data_table(table)
         partition_ids = store.query(
@@ -45,6 +45,6 @@ def tenant_stored_bytes(store: Store, tenant_id: str) -> int:
     result = store.query(
         f"SELECT sum(bytes_on_disk) FROM {_parts_source(store)} WHERE database = currentDatabase() "
         "AND table IN {tables:Array(String)} AND active AND startsWith(partition, {prefix:String})",
-        {"tables": [store.layout.data_table(t) for t in TELEMETRY_TABLES], "prefix": f"('{tenant_id}',"},
+        {"tables": [store.layout.data_table(t) for t in TENANT_DATA_TABLES], "prefix": f"('{tenant_id}',"},
     )
     return int(result.result_rows[0][0] or 0)

@@ -18,7 +18,7 @@ from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, S
 from storage.flatten.traces import flatten_traces
 from storage.host import available_cpus
 from storage.reader import TenantReader
-from storage.schema import EMBEDDED_MERGE_SETTINGS, TELEMETRY_TABLES, TENANT_TABLES
+from storage.schema import EMBEDDED_MERGE_SETTINGS, MIGRATIONS, TELEMETRY_TABLES, TENANT_TABLES
 from tests import otlp_requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def test_every_telemetry_table_is_partitioned_and_sorted_by_tenant_first(store):
 def test_migrations_are_recorded_and_idempotent(store):
     assert store.migrate() == []
     versions = sorted(v for (v,) in store.query("SELECT version FROM gateway_schema_migrations").result_rows)
-    assert versions == [1, 2]
+    assert versions == [migration.version for migration in MIGRATIONS]
 
 
 _MERGE_THREADS_SCRIPT = """
