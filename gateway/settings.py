@@ -296,6 +296,10 @@ GATEWAY_DEFAULT_RETENTION_DAYS = env_int("GATEWAY_DEFAULT_RETENTION_DAYS", 30)
 # A ClickHouse cluster (a remote_servers name, or the `{cluster}` macro): telemetry tables are
 # then ReplicatedMergeTree `<table>_local` ON CLUSTER plus Distributed tables sharded by tenant.
 GATEWAY_CLICKHOUSE_CLUSTER = os.environ.get("GATEWAY_CLICKHOUSE_CLUSTER", "")
+# INSERTs with async_insert=1 and wait_for_async_insert=1: a ClickHouse server fed by many
+# gateway processes batches their INSERTs into fewer parts itself; each INSERT still returns
+# only once its rows are written, so nothing is acknowledged before it is stored.
+GATEWAY_CLICKHOUSE_ASYNC_INSERT = env_bool("GATEWAY_CLICKHOUSE_ASYNC_INSERT", False)
 # Apply ClickHouse migrations when a process builds its pipeline. Unset: the embedded all-in-one
 # does; with a ClickHouse server the migrations Job does it once, before new pods start.
 GATEWAY_MIGRATE_ON_START = (

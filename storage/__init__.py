@@ -27,7 +27,10 @@ def store_from_settings() -> Store:
 
     merge_threads = settings.GATEWAY_CHDB_MERGE_THREADS or max(1, available_cpus() // 2)
     return Store(
-        settings.GATEWAY_CLICKHOUSE_URL, cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER, merge_threads=merge_threads
+        settings.GATEWAY_CLICKHOUSE_URL,
+        cluster=settings.GATEWAY_CLICKHOUSE_CLUSTER,
+        merge_threads=merge_threads,
+        async_insert=settings.GATEWAY_CLICKHOUSE_ASYNC_INSERT,
     )
 
 

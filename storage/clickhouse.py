@@ -126,9 +126,14 @@ class Store:
     """A lazily connected clickhouse-connect client for one URL; with `cluster`, the telemetry
     tables are Distributed tables over a ClickHouse cluster (see storage.schema.Layout)."""
 
-    def __init__(self, url: str, *, cluster: str | None = None, merge_threads: int | None = None):
+    def __init__(
+        self, url: str, *, cluster: str | None = None, merge_threads: int | None = None, async_insert: bool = False
+    ):
         """`merge_threads`: embedded chDB only, the threads of its background merge pool
-        (chDB's default otherwise). A ClickHouse server's are its operator's."""
+        (chDB's default otherwise). A ClickHouse server's are its operator's. `async_insert`:
+        the server batches the INSERTs of many gateway processes itself; each still returns
+        only once its rows are written (wait_for_async_insert), so what is acknowledged is
+        stored, as without it."""
         scheme = urlparse(url).scheme
         if scheme not in {"chdb", "http", "https"}:
             raise ValueError(f"GATEWAY_CLICKHOUSE_URL must be chdb:///path or http(s)://..., got {describe_url(url)!r}")
@@ -144,6 +149,9 @@ class Store:
         self._insert_settings = {"insert_distributed_sync": 1} if self.layout.cluster else None
         if self.embedded:
             self._insert_settings = dict(EMBEDDED_INSERT_SETTINGS)
+        self.async_insert = async_insert
+        if async_insert:
+            self._insert_settings = {**(self._insert_settings or {}), "async_insert": 1, "wait_for_async_insert": 1}
         self._client = None
         self._connect_lock = threading.Lock()
         self._type_names: dict[str, dict[str, str]] = {}

@@ -316,6 +316,7 @@ def test_rendered_configuration_passes_production_deploy_checks(values, tmp_path
     assert "gw-otlp-gateway-http.telemetry.svc.cluster.local" in config["DJANGO_ALLOWED_HOSTS"].split(",")
     if values == "production":
         assert config["GATEWAY_CLICKHOUSE_CLUSTER"] == "otel"
+        assert config["GATEWAY_CLICKHOUSE_ASYNC_INSERT"] == "true"
         assert {"otlp.example.com", "console.otlp.example.com"} <= set(config["DJANGO_ALLOWED_HOSTS"].split(","))
 
 

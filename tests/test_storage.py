@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
 from storage.batcher import Batcher, BatcherObserver
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, Store
@@ -293,3 +294,21 @@ def test_url_validation_hides_password():
     with pytest.raises(ValueError) as caught:
         Store("mysql://user:secret@host/db")
     assert "secret" not in str(caught.value)
+
+
+def test_async_insert_mode_still_answers_only_for_stored_rows(store):
+    """GATEWAY_CLICKHOUSE_ASYNC_INSERT: the INSERT asks the server to batch it with others
+    (async_insert) and to answer once it is written (wait_for_async_insert); a write returns
+    with its rows readable. chDB takes the settings; the server-side batching itself needs a
+    ClickHouse server, which this machine does not have."""
+    async_store = Store(store.url, async_insert=True)
+    batcher = Batcher(async_store, linger_seconds=0)
+    batcher.start()
+    tenant_id = str(uuid.uuid4())
+    batcher.write(_batch(tenant_id), timeout=60)
+    assert _count(store, tenant_id) == 10  # readable the moment the write returned
+    batcher.stop()
+    with override_settings(GATEWAY_CLICKHOUSE_ASYNC_INSERT=True):
+        from storage import store_from_settings
+
+        assert store_from_settings().async_insert

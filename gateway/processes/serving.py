@@ -3,7 +3,6 @@ started in the process that serves, and the one shutdown path."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import grpc
@@ -12,8 +11,6 @@ import storage
 from gateway.heap import settle_heap
 from gateway.otlp import runtime
 from gateway.otlp.grpc_server import server_from_settings
-
-log = logging.getLogger("gateway.processes")
 
 # Seconds calls in flight get to finish on shutdown; below Kubernetes' default 30s grace.
 STOP_GRACE_SECONDS = 20

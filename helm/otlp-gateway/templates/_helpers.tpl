@@ -91,6 +91,7 @@ GATEWAY_TRUSTED_PROXY_HOPS: {{ .Values.config.trustedProxyHops | int64 | quote }
 GATEWAY_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 GATEWAY_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 GATEWAY_CLICKHOUSE_CLUSTER: {{ .Values.config.clickhouseCluster | quote }}
+GATEWAY_CLICKHOUSE_ASYNC_INSERT: {{ .Values.config.clickhouseAsyncInsert | quote }}
 GATEWAY_MIGRATE_ON_START: "false"
 GATEWAY_MAX_REQUEST_BYTES: {{ .Values.config.maxRequestBytes | int64 | quote }}
 GATEWAY_MAX_DECOMPRESSED_BYTES: {{ .Values.config.maxDecompressedBytes | int64 | quote }}
