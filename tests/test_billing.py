@@ -129,6 +129,7 @@ def test_tenant_without_subscription_gets_no_invoice():
 
 @pytest.mark.django_db(transaction=True)
 def test_generate_invoices_command_bills_stored_usage(make_tenant, http_url):
+    from gateway.otlp import runtime
     from tests import otlp_requests
     from tests.clients import http_post
 
@@ -145,7 +146,12 @@ def test_generate_invoices_command_bills_stored_usage(make_tenant, http_url):
     )
     period = datetime.now(UTC).strftime("%Y-%m")
     out = io.StringIO()
-    call_command("generate_invoices", "--period", period, stdout=out)
+    serving = runtime.install_pipeline(None)  # as in `manage.py generate_invoices`: no pipeline
+    try:
+        call_command("generate_invoices", "--period", period, stdout=out)
+        assert runtime.current_pipeline() is None  # it read usage without building one
+    finally:
+        runtime.install_pipeline(serving)
     assert f"{tenant.tenant.slug} {period}: 7.00 USD (draft)" in out.getvalue()
     call_command("generate_invoices", "--period", period, stdout=io.StringIO())
     assert Invoice.objects.filter(tenant=tenant.tenant).count() == 1

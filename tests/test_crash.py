@@ -1,0 +1,87 @@
+"""kill -9 of the serving worker while exports are being written: gunicorn starts a new worker,
+which opens the same chDB directory, and every export that was acknowledged is stored, once,
+and metered; what was in flight when the worker died was answered with an error or not at all.
+(That an exporter's retry of an unanswered export can store it twice is issue #15's
+deduplication work; here no request is retried.)"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import otlp_requests
+from tests.test_serve import Gateway, _query
+
+pytestmark = pytest.mark.slow
+SPANS = 50
+
+
+def _worker_pid(arbiter: int) -> int | None:
+    children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
+    return int(children[0]) if children else None
+
+
+def _send(port: int, key: str, number: int) -> int | None:
+    """One export whose spans carry `number` in their trace id; its status, None if unanswered."""
+    request = otlp_requests.traces_request(SPANS, trace_id=number.to_bytes(16, "big"))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            "/v1/traces",
+            body=request.SerializeToString(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
+        )
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def test_a_killed_worker_loses_nothing_it_acknowledged(tmp_path):
+    data_dir = tmp_path / "data"
+    with Gateway(data_dir) as gateway:
+        key = next(word for word in gateway.text().split() if word.startswith("otlpgw_"))
+        arbiter = gateway.process.pid
+        first_worker = _worker_pid(arbiter)
+        statuses: dict[int, int | None] = {}
+        numbers = iter(range(1, 10**6))
+        lock, stop = threading.Lock(), threading.Event()
+
+        def sender():
+            while not stop.is_set():
+                with lock:
+                    number = next(numbers)
+                statuses[number] = _send(gateway.http_port, key, number)
+
+        threads = [threading.Thread(target=sender) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        while sum(status == 200 for status in list(statuses.values())) < 20:  # writes under way
+            time.sleep(0.05)
+        os.kill(first_worker, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while _worker_pid(arbiter) in (None, first_worker):  # gunicorn starts a new one
+            assert time.monotonic() < deadline, gateway.text()
+            time.sleep(0.1)
+        acked_before = {n for n, status in list(statuses.items()) if status == 200}
+        while sum(status == 200 for status in list(statuses.values())) < len(acked_before) + 20:
+            assert time.monotonic() < deadline, gateway.text()  # the new worker serves again
+            time.sleep(0.05)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    acked = {number for number, status in statuses.items() if status == 200}
+    rows = _query(data_dir, "SELECT TraceId, count() FROM otel_traces GROUP BY TraceId")
+    stored = {int(trace_id, 16): count for trace_id, count in rows}
+    assert {number: stored.get(number) for number in acked} == dict.fromkeys(acked, SPANS)  # each once, whole
+    assert set(stored) - set(statuses) == set()  # nothing stored that was never sent
+    metered = _query(data_dir, "SELECT sum(ItemsAccepted) FROM gateway_usage WHERE Outcome = 'accepted'")[0][0]
+    assert int(metered) >= len(acked) * SPANS
