@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from storage.clickhouse import StorageError, StorageUnavailable, Store
 from storage.flatten import TableBatch
 from storage.partitions import MAX_PARTITIONS_PER_INSERT, split_by_partition
+from storage.schema import USAGE_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,11 @@ class Batcher:
         for pending in group:
             for block in pending.blocks:
                 by_table.setdefault((block.table, block.column_names), []).append((pending, block))
-        for (table, _), blocks in by_table.items():
+        # The usage table last, and only the usage rows of requests whose data was stored: a
+        # request whose rows could not be written is metered by its refusal, not as accepted.
+        for (table, _), blocks in sorted(by_table.items(), key=lambda entry: entry[0][0] == USAGE_TABLE):
+            if table == USAGE_TABLE:
+                blocks = [(pending, block) for pending, block in blocks if pending.error is None]
             for parts in _within_partition_limit(blocks):
                 self._insert_parts(table, parts)
         self.observer.flushed(seconds=time.perf_counter() - started)

@@ -309,3 +309,13 @@ def test_the_same_pipeline_recovers_from_an_outage(tenant, http_url, grpc_channe
         store.command("ATTACH TABLE otel_traces")
     assert tenant.count("otel_traces") == 0
     assert_good_request_works(tenant, http_url, grpc_channel)  # the exporters' retries: 3 spans each
+    # Metered as what happened: two refusals with nothing accepted, then two accepted requests.
+    assert pipeline.batcher.drain(30)
+    usage = tenant.rows(
+        "SELECT Outcome, sum(Requests) AS requests, sum(ItemsAccepted) AS accepted FROM gateway_usage "
+        "WHERE TenantId = {tenant_id:String} GROUP BY Outcome ORDER BY Outcome"
+    )
+    assert usage == [
+        {"Outcome": "accepted", "requests": 2, "accepted": 6},
+        {"Outcome": "storage_unavailable", "requests": 2, "accepted": 0},
+    ]

@@ -196,3 +196,34 @@ def test_rows_storage_refuses_are_a_permanent_error(tenant, http_url, grpc_chann
         grpc_export(grpc_channel, "traces", GOOD, key=tenant.key)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and retry_info(caught.value) is None
     assert _usage(tenant) == {"invalid": (2, 6, 0)}
+
+
+@pytest.fixture
+def unwritable_traces(store):
+    """otel_traces' data directory made immutable (chattr +i, as root): ClickHouse can read the
+    table and its columns, but no INSERT can create a part in it."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("making a table unwritable needs root and chattr (CI runs as root)")
+    path = store.query(
+        "SELECT data_paths[1] FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
+        {"name": "otel_traces"},
+    ).result_rows[0][0]
+    made = subprocess.run(["chattr", "+i", path], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i {path} failed: {made.stderr.strip()} (the file system may not support it)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", path], check=True)
+
+
+def test_a_table_that_cannot_be_written_stores_and_meters_nothing_as_accepted(tenant, http_url, unwritable_traces):
+    reply = http_post(http_url, "traces", GOOD, key=tenant.key)
+    assert reply.status == 503 and "nothing from this request was stored" in reply.status_message().message
+    assert tenant.count("otel_traces") == 0
+    # Its usage row was in the same flush as its spans: it is not counted as accepted.
+    assert _usage(tenant) == {"storage_unavailable": (1, 3, 0)}
