@@ -107,6 +107,11 @@ def _redis_client():
     return client_factory(write=True) if callable(client_factory) else None
 
 
+def _uses_redis() -> bool:
+    """Asked per request: whether the cache is Redis, without making a client to find out."""
+    return callable(getattr(getattr(cache, "_cache", None), "get_client", None))
+
+
 def request_allowed(key: str, *, per_second: int) -> tuple[bool, int]:
     """Count one request against `per_second` (django-ratelimit); (allowed, seconds to wait)."""
     usage = get_usage(
@@ -125,7 +130,7 @@ def request_allowed(key: str, *, per_second: int) -> tuple[bool, int]:
 def add_daily(counters: list[tuple[str, int, int]], *, day: date) -> str | None:
     """Add each (key, amount, limit) to its count for `day`. If any would pass its limit,
     nothing is added and that key is returned; otherwise None."""
-    if _redis_client() is not None:
+    if _uses_redis():
         return _add_daily_in_cache(counters, day=day)
     return _add_daily_in_database(counters, day=day)
 
@@ -146,7 +151,7 @@ def _add_daily_in_cache(counters: list[tuple[str, int, int]], *, day: date) -> s
 
 def daily_used(key: str, *, day: date) -> int:
     """What `add_daily` has counted for `key` on `day`."""
-    if _redis_client() is not None:
+    if _uses_redis():
         return int(cache.get(f"quota:daily:{key}:{day:%Y%m%d}", 0))
     from billing.models import DailyCounter
 

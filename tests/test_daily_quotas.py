@@ -63,3 +63,27 @@ def test_the_quota_holds_across_a_restart(tenant, http_url, pipeline):
     assert http_post(http_url, "traces", spans, key=tenant.key).status == 429
     assert DailyCounter.objects.get(key=f"{tenant.tenant.id}:traces:items").amount == 10
     assert tenant.count("otel_traces") == 10
+
+
+def test_with_redis_the_counts_live_in_redis_and_a_refusal_gives_back():
+    """Production: the shared cache is Redis, and the daily counts are kept there for every
+    replica; none in the database."""
+    import redis
+    from django.test import override_settings
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {url} is not reachable ({exc}); this test needs it")
+    key = f"redis-{DAY}-{threading.get_ident()}-{id(object())}:traces:items"
+    with override_settings(
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    ):
+        from django.core.cache import caches
+
+        caches["default"].delete(f"quota:daily:{key}:{DAY:%Y%m%d}")
+        assert quotas.add_daily([(key, 6, 10)], day=DAY) is None
+        assert quotas.add_daily([(key, 6, 10), ("other:traces:bytes", 1, 10)], day=DAY) == key
+        assert quotas.daily_used(key, day=DAY) == 6  # the refused 6 were given back
+    assert not DailyCounter.objects.filter(key=key).exists()

@@ -10,8 +10,9 @@ schema, so it counts what a full parse would find (tests/test_count.py checks bo
 from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
+from gateway.otlp import decode
 from vocabulary import Reason, Refusal, Signal
 
 _PACKAGE = "otlp_gateway.count"
@@ -85,7 +86,7 @@ def count_items(signal: Signal, data: bytes) -> int:
         skeleton.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError, RecursionError) as exc:
         raise Refusal(Reason.UNDECODABLE, f"body is not a valid {_NAMES[signal]} protobuf: {exc}") from exc
-    return _count(signal, skeleton)
+    return decode.item_count(signal, skeleton)  # the skeleton has the same field names
 
 
 _NAMES = {
@@ -93,18 +94,3 @@ _NAMES = {
     Signal.METRICS: "ExportMetricsServiceRequest",
     Signal.LOGS: "ExportLogsServiceRequest",
 }
-
-
-def _count(signal: Signal, skeleton: Message) -> int:
-    if signal is Signal.TRACES:
-        return sum(len(ss.spans) for rs in skeleton.resource_spans for ss in rs.scope_spans)
-    if signal is Signal.LOGS:
-        return sum(len(sl.log_records) for rl in skeleton.resource_logs for sl in rl.scope_logs)
-    total = 0
-    for rm in skeleton.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is not None:
-                    total += len(getattr(metric, kind).data_points)
-    return total
