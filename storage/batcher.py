@@ -1,4 +1,6 @@
-"""Groups the rows of concurrent requests into one columnar INSERT per table.
+"""Groups the rows of concurrent requests into one columnar INSERT per table, each request's
+rows stored once (storage.requests: the ingest ledger, deduplication tokens, `_Repair`,
+`Batcher.reconcile`).
 
 A request hands its batches to `write()` and is blocked until they are stored (or failed),
 so nothing is acknowledged before it is in ClickHouse. `write()` encodes the request's rows
@@ -20,16 +22,31 @@ How long an INSERT waits for more:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from storage.clickhouse import StorageError, StorageUnavailable, Store
 from storage.flatten import TableBatch
-from storage.partitions import MAX_PARTITIONS_PER_INSERT, split_by_partition
-from storage.schema import USAGE_TABLE
+from storage.partitions import MAX_PARTITIONS_PER_INSERT
+from storage.requests import RequestMark, request_blocks
+from storage.schema import (
+    BLOCK_COLUMN,
+    BLOCK_ROWS_COLUMN,
+    DAY_PARTITIONED_TIME_COLUMNS,
+    ITEMS_REJECTED_COLUMN,
+    LEDGER_TABLE,
+    REQUEST_BYTES_COLUMN,
+    TABLE_SIGNALS,
+    TELEMETRY_TABLES,
+    USAGE_TABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +60,36 @@ class EncodedBlock:
     rows: int
     data: bytes
     partitions: frozenset = frozenset()  # the table partitions its rows go to (storage.partitions)
+    block_id: str = ""  # a request's block (storage.requests); "" for usage records
+    tenant_id: str = ""
+    # What tells this block from any other in an INSERT's deduplication token: its id, or for a
+    # usage record (two of which may be alike, and both count) a random one of its own.
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def encode_blocks(
+    batches: list[TableBatch], *, mark: RequestMark | None, server_tz, encode: Callable[[TableBatch], bytes]
+) -> list[EncodedBlock]:
+    """`batches` as the blocks the writer stores (storage.requests), each encoded by `encode`."""
+    return [
+        EncodedBlock(
+            block.batch.table,
+            tuple(block.batch.column_names),
+            block.batch.rows,
+            encode(block.batch),
+            block.partitions,
+            block.block_id,
+            _tenant(block.batch),
+        )
+        for block in request_blocks(batches, mark=mark, server_tz=server_tz)
+    ]
+
+
+def _tenant(batch: TableBatch) -> str:
+    if "TenantId" not in batch.column_names:
+        return ""
+    column = batch.columns[batch.column_names.index("TenantId")]
+    return column[0] if column else ""
 
 
 @dataclass
@@ -50,10 +97,61 @@ class _Pending:
     blocks: list[EncodedBlock]
     done: threading.Event = field(default_factory=threading.Event)
     error: StorageError | None = None
+    # queued -> started (the writer took it into an INSERT) or abandoned (its request stopped
+    # waiting first, and was told nothing was stored: the writer leaves it out).
+    state: str = "queued"
+    state_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def rows(self) -> int:
         return sum(block.rows for block in self.blocks)
+
+    def start(self) -> bool:
+        with self.state_lock:
+            if self.state == "abandoned":
+                return False
+            self.state = "started"
+            return True
+
+    def abandon(self) -> bool:
+        """True if the writer had not taken it: then it never will."""
+        with self.state_lock:
+            if self.state == "started":
+                return False
+            self.state = "abandoned"
+            return True
+
+
+@dataclass
+class _Repair:
+    """An INSERT that stored its rows but not what a view derives from them (StorageError.partial):
+    the writer sends it again, the same, until the views have it too."""
+
+    table: str
+    blocks: list[EncodedBlock]
+    token: str
+    since: float
+    next_at: float
+    attempts: int = 1
+
+
+# How an INSERT whose views failed is sent again: at once a few times while its requests wait,
+# then in the background (`_Repair`), every REPAIR_INTERVAL seconds for up to REPAIR_SECONDS.
+RETRY_PAUSES = (0.05, 0.2, 0.5)
+REPAIR_INTERVAL = 2.0
+REPAIR_SECONDS = 3600.0
+MAX_REPAIRS = 100
+# How far back `Batcher.reconcile` looks, in parts written (or merged) that recently.
+RECONCILE_MINUTES = 60
+
+
+def insert_token(blocks: list[EncodedBlock]) -> str:
+    """The insert_deduplication_token of one INSERT of `blocks`: the same for the same blocks."""
+    digest = hashlib.blake2b(digest_size=16)
+    for block in blocks:
+        digest.update((block.block_id or block.nonce).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 _STOP = object()
@@ -92,6 +190,8 @@ class BatcherObserver:
 
 
 class Batcher:
+    repair_interval = REPAIR_INTERVAL  # seconds between the attempts of a `_Repair`
+
     def __init__(
         self,
         store: Store,
@@ -115,6 +215,11 @@ class Batcher:
         # table -> (when, error) of its last INSERT, while its INSERTs fail for a reason that can
         # pass (the server, the disk); cleared by the next one that succeeds.
         self._failing: dict[str, tuple[float, str]] = {}
+        # INSERTs whose rows are stored but whose views failed, sent again until they succeed
+        # (writer thread only), and the ids of the request blocks they hold.
+        self._repairs: list[_Repair] = []
+        self._repairing: set[str] = set()
+        self.ledger = IngestLedger(store)
 
     def start(self) -> None:
         with self._lock:
@@ -199,7 +304,11 @@ class Batcher:
             self._queue.put(pending)
         self.observer.queue_depth(self._queue.qsize())
         if not pending.done.wait(timeout):
-            raise StorageUnavailable(f"storage did not confirm the write within {timeout:g}s")
+            if pending.abandon():
+                raise StorageUnavailable(f"storage did not take the rows within {timeout:g}s; nothing was stored")
+            error = StorageUnavailable(f"storage did not confirm the write within {timeout:g}s")
+            error.partial = True
+            raise error
         if pending.error is not None:
             raise pending.error
 
@@ -223,20 +332,16 @@ class Batcher:
         self._queue.put(marker)
         return marker.done.wait(timeout)
 
-    def encode(self, batches: list[TableBatch]) -> list[EncodedBlock]:
+    def encode(self, batches: list[TableBatch], mark: RequestMark | None = None) -> list[EncodedBlock]:
+        """`batches` as blocks for `write_encoded`; with `mark`, a request's (storage.requests)."""
         started = time.perf_counter()
         try:
-            return [
-                EncodedBlock(
-                    part.table,
-                    tuple(part.column_names),
-                    part.rows,
-                    self.store.encode(part.table, part.column_names, part.columns),
-                    partitions,
-                )
-                for batch in batches
-                for part, partitions in split_by_partition(batch, server_tz=self.store.server_tz)
-            ]
+            return encode_blocks(
+                batches,
+                mark=mark,
+                server_tz=self.store.server_tz,
+                encode=lambda batch: self.store.encode(batch.table, batch.column_names, batch.columns),
+            )
         except StorageError:
             # (Cannot reach ClickHouse for the column types, or rows it could not take.) Counted
             # as rows that failed to store, as a refused INSERT of them would be.
@@ -248,15 +353,22 @@ class Batcher:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._next_repair_in())
+            except queue.Empty:
+                self._repair()
+                continue
             if first is _WAKE:
                 continue
             if first is _STOP:
+                self._repair(final=True)
                 return
             group, stop = self._collect(first)
             self.observer.queue_depth(self._queue.qsize())
+            self._repair()
             self._flush(group)
             if stop:
+                self._repair(final=True)
                 return
 
     def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
@@ -291,44 +403,228 @@ class Batcher:
 
     def _flush(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
-        by_table: dict[tuple[str, tuple[str, ...]], list[tuple[_Pending, EncodedBlock]]] = {}
-        for pending in group:
-            for block in pending.blocks:
-                by_table.setdefault((block.table, block.column_names), []).append((pending, block))
-        # The usage table last, and only the usage rows of requests whose data was stored: a
-        # request whose rows could not be written is metered by its refusal, not as accepted.
-        for (table, _), blocks in sorted(by_table.items(), key=lambda entry: entry[0][0] == USAGE_TABLE):
-            if table == USAGE_TABLE:
-                blocks = [(pending, block) for pending, block in blocks if pending.error is None]
-            for parts in _within_partition_limit(blocks):
-                self._insert_parts(table, parts)
+        group = [pending for pending in group if pending.start()]  # not those nobody waits for
+        try:
+            stored = self.ledger.stored([block for pending in group for block in pending.blocks])
+        except StorageError as exc:
+            stored = None
+            for pending in group:
+                pending.error = exc
+        if stored is not None:
+            self._insert_group(group, stored)
         self.observer.flushed(seconds=time.perf_counter() - started)
         for pending in group:
             if pending.error is not None:
                 log.error("storing a request failed: %s", pending.error)
             pending.done.set()
 
-    def _insert_parts(self, table: str, parts: list[tuple[_Pending, EncodedBlock]]) -> None:
-        """One INSERT of `parts`; when it fails, one per block, so that a bad request fails alone."""
+    def _insert_group(self, group: list[_Pending], stored: set[str]) -> None:
+        # Each block once: not one the ledger has (the request was sent again, or stored after
+        # its sender stopped waiting), nor twice in this group (sent again while queued).
+        owners: dict[str, list[_Pending]] = {}
+        by_table: dict[tuple[str, tuple[str, ...]], list[tuple[list[_Pending], EncodedBlock]]] = {}
+        for pending in group:
+            for block in pending.blocks:
+                if block.block_id:
+                    if block.block_id in stored:
+                        continue
+                    if block.block_id in self._repairing:
+                        pending.error = StorageUnavailable(
+                            "this request's rows are stored but their usage is not recorded yet; the gateway keeps trying"
+                        )
+                        pending.error.partial = True
+                        continue
+                    if block.block_id in owners:
+                        owners[block.block_id].append(pending)
+                        continue
+                    owners[block.block_id] = [pending]
+                    entry = (owners[block.block_id], block)
+                else:
+                    entry = ([pending], block)
+                by_table.setdefault((block.table, block.column_names), []).append(entry)
+        for (table, _), blocks in by_table.items():
+            for parts in _within_partition_limit(blocks):
+                self._insert_parts(table, parts)
+
+    def _insert_parts(self, table: str, parts: list[tuple[list[_Pending], EncodedBlock]]) -> None:
+        """One INSERT of `parts`; when the rows are refused, one per block, so that a bad request
+        fails alone (refused rows store nothing: ClickHouse reads them all before it writes)."""
+        blocks = [block for _, block in parts]
         try:
-            self._insert([block for _, block in parts])
+            self._insert_idempotent(table, blocks)
             return
         except StorageError as exc:
-            if len(parts) == 1:
-                parts[0][0].error = exc
+            if exc.retryable or len(parts) == 1:
+                for owners, _ in parts:
+                    for pending in owners:
+                        pending.error = exc
                 return
-            log.warning("grouped insert into %s failed (%s); retrying request by request", table, exc)
-        for pending, block in parts:
+            log.warning("rows refused by an insert into %s (%s); retrying request by request", table, exc)
+        for owners, block in parts:
             try:
-                self._insert([block])
+                self._insert_idempotent(table, [block])
             except StorageError as single_exc:
-                pending.error = single_exc
+                for pending in owners:
+                    pending.error = single_exc
 
-    def _insert(self, blocks: list[EncodedBlock]) -> None:
+    def _insert_idempotent(self, table: str, blocks: list[EncodedBlock]) -> None:
+        """INSERT `blocks`; if that stored them but not the views they feed, send the same INSERT
+        again (it stores only what is missing) a few times, then leave it to `_repair`."""
+        token = insert_token(blocks)
+        for pause in (*RETRY_PAUSES, None):
+            try:
+                self._insert(blocks, token=token)
+                return
+            except StorageError as exc:
+                if not exc.retryable or not (exc.partial or self._stored_without_views(table, blocks)):
+                    raise
+                exc.partial = True
+                if pause is None:
+                    self._add_repair(table, blocks, token, exc)
+                    raise
+                log.warning("an insert into %s stored its rows but not their views (%s); sending it again", table, exc)
+                time.sleep(pause)
+
+    def _stored_without_views(self, table: str, blocks: list[EncodedBlock]) -> bool:
+        """Whether a failed INSERT of request blocks stored some of them all the same (a view
+        they feed failed after them; ClickHouse's error does not always say so)."""
+        ids = sorted({block.block_id for block in blocks if block.block_id})
+        time_column = DAY_PARTITIONED_TIME_COLUMNS.get(table)
+        if not ids or time_column is None:
+            return False
+        partitions = {partition for block in blocks for partition in block.partitions}
+        try:
+            rows = self.store.dangerously_query_unscoped(
+                f"SELECT DISTINCT {BLOCK_COLUMN} FROM {table} WHERE TenantId IN {{tenants:Array(String)}} "
+                f"AND toDate({time_column}) IN {{days:Array(Date)}} AND {BLOCK_COLUMN} IN {{ids:Array(String)}}",
+                {
+                    "tenants": sorted({tenant for tenant, _ in partitions}),
+                    "days": sorted({day for _, day in partitions}),
+                    "ids": ids,
+                },
+                reason="the writer: which rows of a failed INSERT were stored",
+            ).result_rows
+        except Exception as exc:  # storage that cannot be read stored nothing either, as far as anyone can tell
+            log.warning("cannot tell whether a failed insert into %s stored rows: %s", table, exc)
+            return False
+        return bool(rows)
+
+    def _add_repair(self, table: str, blocks: list[EncodedBlock], token: str, exc: StorageError) -> None:
+        now = time.monotonic()
+        if len(self._repairs) >= MAX_REPAIRS:
+            dropped = self._repairs.pop(0)
+            self._forget(dropped)
+            log.error(
+                "giving up an insert into %s: %d rows are stored without their usage records",
+                dropped.table,
+                sum(block.rows for block in dropped.blocks),
+            )
+        log.error("an insert into %s stored its rows but not their views (%s); retrying in the background", table, exc)
+        self._repairs.append(_Repair(table, blocks, token, since=now, next_at=now + self.repair_interval))
+        self._repairing.update(block.block_id for block in blocks if block.block_id)
+
+    def _forget(self, repair: _Repair) -> None:
+        self._repairing.difference_update(block.block_id for block in repair.blocks if block.block_id)
+
+    def _next_repair_in(self) -> float | None:
+        if not self._repairs:
+            return None
+        return max(0.0, min(repair.next_at for repair in self._repairs) - time.monotonic())
+
+    def _repair(self, *, final: bool = False) -> None:
+        """Send again the INSERTs whose views failed, those due (all of them when `final`)."""
+        now = time.monotonic()
+        for repair in list(self._repairs):
+            if not final and repair.next_at > now:
+                continue
+            try:
+                self._insert(repair.blocks, token=repair.token)
+            except StorageError as exc:
+                repair.attempts += 1
+                repair.next_at = time.monotonic() + self.repair_interval
+                if now - repair.since > REPAIR_SECONDS or not (exc.partial or exc.retryable):
+                    self._repairs.remove(repair)
+                    self._forget(repair)
+                    log.error(
+                        "giving up an insert into %s after %d attempts (%s): %d rows are stored without their "
+                        "usage records",
+                        repair.table,
+                        repair.attempts,
+                        exc,
+                        sum(block.rows for block in repair.blocks),
+                    )
+                continue
+            log.info("an insert into %s is now stored with its views, after %d attempts", repair.table, repair.attempts)
+            self._repairs.remove(repair)
+            self._forget(repair)
+
+    def reconcile(self, *, minutes: int = RECONCILE_MINUTES) -> int:
+        """Meter the request blocks stored in the last `minutes` whose views were never written
+        (the process died between an INSERT's rows and its views: kill -9, a power cut), and
+        record them in the ledger, so that an exporter's retry of them stores nothing twice.
+        Run once at start, before serving. Returns the blocks it completed; each is written
+        with a token of its own, so running it again, or in two processes, counts nothing twice."""
+        if self.store.layout.cluster:
+            return 0  # each shard's parts are its own; see docs/OPERATIONS.md
+        completed = 0
+        for table in TELEMETRY_TABLES:
+            try:
+                missing = self.store.dangerously_query_unscoped(
+                    f"SELECT TenantId, {BLOCK_COLUMN}, {BLOCK_ROWS_COLUMN}, {REQUEST_BYTES_COLUMN}, "
+                    f"{ITEMS_REJECTED_COLUMN} FROM {table} WHERE {BLOCK_COLUMN} != '' AND _part IN ("
+                    # Parts as inserted (level 0), not merged: a merge makes a new part of old rows.
+                    "SELECT name FROM system.parts WHERE database = currentDatabase() AND table = {table:String} "
+                    "AND active AND level = 0 AND modification_time >= now() - toIntervalMinute({minutes:UInt32})) "
+                    f"AND {BLOCK_COLUMN} NOT IN (SELECT Block FROM {LEDGER_TABLE} "
+                    "WHERE At >= now() - toIntervalMinute({minutes:UInt32} + 10)) LIMIT 100000",
+                    {"table": table, "minutes": minutes},
+                    reason="the writer: blocks stored without their views",
+                ).result_rows
+            except Exception as exc:  # noqa: BLE001 - storage that cannot be read is reported by /readyz
+                log.warning("cannot reconcile %s with its usage: %s", table, exc)
+                continue
+            for tenant_id, block_id, rows, body_bytes, rejected in missing:
+                usage = TableBatch(
+                    USAGE_TABLE,
+                    ("TenantId", "Signal", "Hour", "Outcome", "Requests", "Items", "ItemsAccepted", "Bytes"),
+                    [
+                        [tenant_id],
+                        [TABLE_SIGNALS[table]],
+                        [datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)],
+                        ["partially_accepted" if rejected else "accepted"],
+                        [1 if body_bytes else 0],
+                        [rows + rejected],
+                        [rows],
+                        [body_bytes],
+                    ],
+                )
+                ledger = TableBatch(LEDGER_TABLE, ("TenantId", "Block"), [[tenant_id], [block_id]])
+                try:
+                    for batch in (usage, ledger):  # usage first: a ledger row says it is all done
+                        self.store.insert_native(
+                            batch.table,
+                            batch.column_names,
+                            [self.store.encode(batch.table, batch.column_names, batch.columns)],
+                            token=f"reconcile-{block_id}",
+                        )
+                except StorageError as exc:
+                    log.warning("cannot reconcile block %s of %s: %s", block_id, table, exc)
+                    continue
+                completed += 1
+        if completed:
+            log.warning("metered %d request blocks stored without their usage (the last run was cut off)", completed)
+        return completed
+
+    @property
+    def repairs(self) -> int:
+        """INSERTs stored without their views, waiting to be sent again."""
+        return len(self._repairs)
+
+    def _insert(self, blocks: list[EncodedBlock], *, token: str | None = None) -> None:
         first = blocks[0]
         rows, started, ok = sum(block.rows for block in blocks), time.perf_counter(), False
         try:
-            self.store.insert_native(first.table, first.column_names, [block.data for block in blocks])
+            self.store.insert_native(first.table, first.column_names, [block.data for block in blocks], token=token)
             ok = True
             self._failing.pop(first.table, None)
         except StorageError as exc:
@@ -340,13 +636,37 @@ class Batcher:
         self.inserts += 1
 
 
-def _within_partition_limit(
-    blocks: list[tuple[_Pending, EncodedBlock]], limit: int = MAX_PARTITIONS_PER_INSERT
-) -> list[list[tuple[_Pending, EncodedBlock]]]:
+class IngestLedger:
+    """Which request blocks are stored (storage.requests), from the ledger table the telemetry
+    tables' views fill."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def stored(self, blocks: list[EncodedBlock]) -> set[str]:
+        """The ids of `blocks` stored already. Raises StorageUnavailable if it cannot be read."""
+        ids = sorted({block.block_id for block in blocks if block.block_id})
+        if not ids:
+            return set()
+        tenants = sorted({block.tenant_id for block in blocks if block.block_id})
+        try:
+            result = self.store.query(
+                f"SELECT DISTINCT Block FROM {LEDGER_TABLE} WHERE TenantId IN {{tenants:Array(String)}}"
+                " AND Block IN {ids:Array(String)}",
+                {"tenants": tenants, "ids": ids},
+            )
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageUnavailable(f"cannot read the ingest ledger: {exc}") from exc
+        return {row[0] for row in result.result_rows}
+
+
+def _within_partition_limit(blocks: list, limit: int = MAX_PARTITIONS_PER_INSERT) -> list[list]:
     """`blocks` (of one table) in groups whose partitions together stay within `limit`, each
     group one INSERT. A block is never over the limit alone (storage.partitions split it)."""
-    groups: list[list[tuple[_Pending, EncodedBlock]]] = []
-    current: list[tuple[_Pending, EncodedBlock]] = []
+    groups: list[list] = []
+    current: list = []
     partitions: set = set()
     for pending, block in blocks:
         joined = partitions | block.partitions

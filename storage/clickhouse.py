@@ -35,9 +35,15 @@ _TELEMETRY_RE = re.compile(r"\b(" + "|".join(TENANT_TABLES) + r")\b", re.IGNOREC
 
 
 class StorageError(Exception):
-    """Nothing was stored. `retryable` says whether the same rows can be stored later."""
+    """The rows were not stored (all of them: see `partial`). `retryable` says whether the same
+    rows can be stored later."""
 
     retryable = True
+    # Some or all of the rows may be stored: an INSERT stored its rows but a materialized view
+    # they feed failed (the rows are in the table without what the view derives from them,
+    # usage and the ingest ledger, until the same INSERT is sent again), or the write was not
+    # confirmed in time. Sending the request again stores nothing twice (storage.requests).
+    partial = False
 
 
 class StorageUnavailable(StorageError):
@@ -76,7 +82,9 @@ def insert_error(table: str, exc: Exception) -> StorageError:
     # More partitions than one INSERT block may hold: the same rows are refused every time.
     if code in _ROW_ERROR_CODES or (code == 252 and "partitions for single INSERT block" in text):
         return RowsRejected(f"insert into {table} refused the rows: {text}")
-    return StorageUnavailable(f"insert into {table} failed: {text}")
+    error = StorageUnavailable(f"insert into {table} failed: {text}")
+    error.partial = "while pushing to view" in text
+    return error
 
 
 class UnscopedQueryError(Exception):
@@ -144,14 +152,21 @@ class Store:
         self.merge_threads = merge_threads if self.embedded else None
         self._engine_options = {"background_pool_size": merge_threads} if self.embedded and merge_threads else None
         self.layout = Layout(cluster or None)
+        # An INSERT the writer sends again (the same blocks, the same insert_deduplication_token)
+        # stores only what the first one did not, into the tables and into the views they feed
+        # (usage, the ingest ledger): a view's rows are written after its source's, so a failed
+        # INSERT can have stored the data without them.
+        self._insert_settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
         # A Distributed INSERT is acknowledged once the rows are on their shard, not when they
         # are only queued on the receiving server: the gateway answers only for stored rows.
-        self._insert_settings = {"insert_distributed_sync": 1} if self.layout.cluster else None
+        if self.layout.cluster:
+            self._insert_settings["insert_distributed_sync"] = 1
         if self.embedded:
-            self._insert_settings = dict(EMBEDDED_INSERT_SETTINGS)
+            self._insert_settings.update(EMBEDDED_INSERT_SETTINGS)
         self.async_insert = async_insert
         if async_insert:
-            self._insert_settings = {**(self._insert_settings or {}), "async_insert": 1, "wait_for_async_insert": 1}
+            # async_insert_deduplicate: the token holds for inserts the server batches too.
+            self._insert_settings.update(async_insert=1, wait_for_async_insert=1, async_insert_deduplicate=1)
         self._client = None
         self._connect_lock = threading.Lock()
         self._type_names: dict[str, dict[str, str]] = {}
@@ -220,9 +235,15 @@ class Store:
     def server_tz(self):
         return self._get_client().server_tz
 
-    def insert_native(self, table: str, column_names: Sequence[str], blocks: Sequence[bytes]) -> None:
+    def insert_native(
+        self, table: str, column_names: Sequence[str], blocks: Sequence[bytes], *, token: str | None = None
+    ) -> None:
         """One INSERT of Native blocks from `encode` (same table and columns). Raises
-        StorageUnavailable when the rows were not stored."""
+        StorageUnavailable when the rows were not stored. `token`: the INSERT's
+        insert_deduplication_token, the same when the same INSERT is sent again."""
+        settings = (
+            self._insert_settings if token is None else {**self._insert_settings, "insert_deduplication_token": token}
+        )
         try:
             client = self._get_client()
             data = b"".join(blocks)
@@ -230,9 +251,7 @@ class Store:
             if compression:
                 compressor = get_compressor(compression)
                 data = compressor.compress_block(data) + (compressor.flush() or b"")
-            client.raw_insert(
-                table, list(column_names), data, settings=self._insert_settings, fmt="Native", compression=compression
-            )
+            client.raw_insert(table, list(column_names), data, settings=settings, fmt="Native", compression=compression)
         except StorageError:
             raise
         except Exception as exc:

@@ -29,6 +29,26 @@ USAGE_TABLE = "gateway_usage"
 TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
 TRACE_ID_TS_VIEW = "otel_traces_trace_id_ts_mv"
 TELEMETRY_TABLES = (TRACES_TABLE, LOGS_TABLE, *METRIC_TABLES)
+# Which blocks of which requests are stored (storage.requests): the writer asks it before an
+# INSERT, so that a request sent again, or written late, is not stored twice. Filled by a
+# materialized view from each telemetry table, from the rows themselves.
+LEDGER_TABLE = "gateway_ingest_ledger"
+# Days the ledger remembers a block: how long a request sent again is known as stored.
+LEDGER_DAYS = 2
+# The signal each telemetry table holds (usage is metered per signal).
+TABLE_SIGNALS = {TRACES_TABLE: "traces", LOGS_TABLE: "logs", **{table: "metrics" for table in METRIC_TABLES}}
+# Columns the gateway adds to every telemetry table (storage.requests): on the first row of each
+# block a request's rows were split into, the block's id and rows; on the first row of the request's
+# first block, what metering needs of the request besides its rows (its size as received, the
+# items it rejected). Every other row holds '' and 0s, which cost next to nothing on disk.
+BLOCK_COLUMN = "GatewayBlock"
+BLOCK_ROWS_COLUMN = "GatewayBlockRows"  # the block's rows, for the writer's reconciliation
+REQUEST_BYTES_COLUMN = "GatewayRequestBytes"
+ITEMS_REJECTED_COLUMN = "GatewayItemsRejected"
+GATEWAY_COLUMNS = (BLOCK_COLUMN, BLOCK_ROWS_COLUMN, REQUEST_BYTES_COLUMN, ITEMS_REJECTED_COLUMN)
+# Blocks each table remembers to drop an INSERT that is the same as one it already stored
+# (the writer's own retry of an INSERT carries the same insert_deduplication_token).
+DEDUPLICATION_WINDOW = 1000
 # Every table that holds a tenant's data: reads of these must be tenant-scoped, and deleting a
 # tenant drops its partitions of each.
 TENANT_DATA_TABLES = (*TELEMETRY_TABLES, TRACE_ID_TS_TABLE)
@@ -88,16 +108,22 @@ class Table:
     engine: str = "MergeTree"
     partition: str = "toDate({time})"
     ttl: str = "toDateTime({time}) + toIntervalDay(RetentionDays)"
+    # Partitions by tenant first (so a tenant's data is dropped whole); False for tables of
+    # the gateway's own that many tenants share.
+    tenant_partitions: bool = True
 
     def create_statements(self, layout: Layout) -> tuple[str, ...]:
         engine = self.engine
         if layout.cluster:
             replicated = layout.replicated_engine(layout.data_table(self.name))
             engine = replicated.replace("ReplicatedMergeTree", f"Replicated{self.engine}", 1)
+        partition = self.partition.format(time=self.time_column)
+        if self.tenant_partitions:
+            partition = f"(TenantId, {partition})"
         data_table = (
             f"CREATE TABLE IF NOT EXISTS {layout.data_table(self.name)}{layout.on_cluster} ({self.body}) "
             f"""ENGINE = {engine}
-PARTITION BY (TenantId, {self.partition.format(time=self.time_column)})
+PARTITION BY {partition}
 ORDER BY (TenantId, {self.order_by})
 TTL {self.ttl.format(time=self.time_column)}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
@@ -402,6 +428,79 @@ def _trace_id_ts_view(layout: Layout) -> tuple[str, ...]:
     return (view, backfill)
 
 
+_LEDGER = Table(
+    name=LEDGER_TABLE,
+    time_column="At",
+    order_by="Block",
+    partition="toDate({time})",
+    ttl="{time} + toIntervalDay(" + str(LEDGER_DAYS) + ")",
+    tenant_partitions=False,
+    body="""
+    TenantId LowCardinality(String),
+    Block String,
+    At DateTime DEFAULT now()""",
+)
+
+
+def _gateway_columns(layout: Layout) -> tuple[str, ...]:
+    columns = (
+        f"ADD COLUMN IF NOT EXISTS {BLOCK_COLUMN} String DEFAULT '' CODEC(ZSTD(1)), "
+        f"ADD COLUMN IF NOT EXISTS {BLOCK_ROWS_COLUMN} UInt32 DEFAULT 0 CODEC(ZSTD(1)), "
+        f"ADD COLUMN IF NOT EXISTS {REQUEST_BYTES_COLUMN} UInt64 DEFAULT 0 CODEC(ZSTD(1)), "
+        f"ADD COLUMN IF NOT EXISTS {ITEMS_REJECTED_COLUMN} UInt32 DEFAULT 0 CODEC(ZSTD(1))"
+    )
+    statements = []
+    for table in TELEMETRY_TABLES:
+        statements.append(f"ALTER TABLE {layout.data_table(table)}{layout.on_cluster} {columns}")
+        if layout.cluster:
+            statements.append(f"ALTER TABLE {table}{layout.on_cluster} {columns}")
+    return tuple(statements)
+
+
+def usage_view_name(table: str) -> str:
+    return f"{USAGE_TABLE}_from_{table}"
+
+
+def ledger_view_name(table: str) -> str:
+    return f"{LEDGER_TABLE}_from_{table}"
+
+
+def _usage_and_ledger_views(layout: Layout) -> tuple[str, ...]:
+    """Accepted usage from the stored rows: every row is an accepted item, and the first row of
+    a request carries its size and the items it rejected (a request that rejected some is
+    partially accepted). The usage rows are written by the same INSERT as the data, so they
+    count what was stored, no more and no less. In a cluster each shard's views read its local
+    tables and write its local usage and ledger (a tenant's rows all live on one shard)."""
+    statements = []
+    for table in TELEMETRY_TABLES:
+        source = layout.data_table(table)
+        statements.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {usage_view_name(table)}{layout.on_cluster} "
+            f"TO {layout.data_table(USAGE_TABLE)} AS SELECT TenantId, '{TABLE_SIGNALS[table]}' AS Signal, "
+            "toStartOfHour(now()) AS Hour, "
+            f"if({ITEMS_REJECTED_COLUMN} > 0, 'partially_accepted', 'accepted') AS Outcome, "
+            f"countIf({REQUEST_BYTES_COLUMN} > 0) AS Requests, count() + sum({ITEMS_REJECTED_COLUMN}) AS Items, "
+            f"count() AS ItemsAccepted, sum({REQUEST_BYTES_COLUMN}) AS Bytes FROM {source} GROUP BY TenantId, Outcome"
+        )
+        statements.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {ledger_view_name(table)}{layout.on_cluster} "
+            f"TO {layout.data_table(LEDGER_TABLE)} AS SELECT TenantId, {BLOCK_COLUMN} AS Block "
+            f"FROM {source} WHERE {BLOCK_COLUMN} != ''"
+        )
+    return tuple(statements)
+
+
+def _deduplication_window(layout: Layout) -> tuple[str, ...]:
+    # A ReplicatedMergeTree keeps its own window (replicated_deduplication_window, 1000 blocks
+    # by default); a plain MergeTree keeps none unless told.
+    if layout.cluster:
+        return ()
+    return tuple(
+        f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+        for table in (*TENANT_TABLES, LEDGER_TABLE)
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "telemetry tables", (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY)),
     Migration(2, "usage metering", (_USAGE,)),
@@ -410,6 +509,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "clickhouseexporter compatibility: otel_logs.TimestampTime, the trace-id lookup",
         (_TRACE_ID_TS,),
         (_logs_timestamp_time, _trace_id_ts_view),
+    ),
+    Migration(
+        4,
+        "exactly once: accepted usage from the stored rows, the ingest ledger, deduplication",
+        (_LEDGER,),
+        (_gateway_columns, _usage_and_ledger_views, _deduplication_window),
     ),
 )
 

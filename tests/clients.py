@@ -84,3 +84,26 @@ def retry_info(error: grpc.RpcError) -> error_details_pb2.RetryInfo | None:
 
 def json_body(document) -> bytes:
     return json.dumps(document).encode()
+
+
+def post_numbered_traces(port: int, key: str, number: int, spans: int) -> int | None:
+    """One OTLP/HTTP export to 127.0.0.1:`port` whose `spans` spans carry `number` in their
+    trace id (so each number is a request of its own); its status, None if unanswered."""
+    from tests import otlp_requests
+
+    request = otlp_requests.traces_request(spans, trace_id=number.to_bytes(16, "big"))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/v1/traces",
+            body=request.SerializeToString(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()

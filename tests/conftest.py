@@ -7,7 +7,11 @@ through the tenant-scoped reader, exactly as the product does.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 import grpc
@@ -167,3 +171,23 @@ def console_user(db):
         return user
 
     return make
+
+
+@contextlib.contextmanager
+def unwritable_table(store: Store, table: str):
+    """`table`'s data directory made immutable (chattr +i, as root): ClickHouse can read the
+    table and its columns, but no INSERT can create a part in it. Skips where that cannot be
+    done, saying why."""
+    if os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("making a table unwritable needs root and chattr (CI runs as root)")
+    path = store.query(
+        "SELECT data_paths[1] FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
+        {"name": table},
+    ).result_rows[0][0]
+    made = subprocess.run(["chattr", "+i", path], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i {path} failed: {made.stderr.strip()} (the file system may not support it)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", path], check=True)

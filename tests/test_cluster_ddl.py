@@ -19,6 +19,7 @@ from django.test import override_settings
 from gateway.checks import clickhouse_cluster_check
 from storage.clickhouse import Store
 from storage.schema import (
+    LEDGER_TABLE,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     PLAIN,
@@ -46,7 +47,7 @@ def _created_name(statement: str) -> str:
 
 def test_plain_layout_creates_one_mergetree_table_per_telemetry_table():
     statements = _creates(PLAIN)
-    assert sorted(_created_name(s) for s in statements) == sorted(TENANT_TABLES)
+    assert sorted(_created_name(s) for s in statements) == sorted((*TENANT_TABLES, LEDGER_TABLE))
     for statement in statements:
         assert "ENGINE = MergeTree\n" in statement or "ENGINE = SummingMergeTree\n" in statement
         assert "ON CLUSTER" not in statement and "Distributed" not in statement and "Replicated" not in statement
@@ -57,7 +58,7 @@ def test_cluster_layout_creates_replicated_local_tables_then_distributed_tables_
     statements = _creates(CLUSTER)
     names = [_created_name(s) for s in statements]
     assert names == [name for table in names[::2] for name in (table, table.removesuffix("_local"))]
-    assert sorted(names[1::2]) == sorted(TENANT_TABLES)  # inserts and reads keep their table names
+    assert sorted(names[1::2]) == sorted((*TENANT_TABLES, LEDGER_TABLE))  # inserts and reads keep their names
     for local, distributed in zip(statements[::2], statements[1::2]):
         table = _created_name(distributed)
         assert local.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local ON CLUSTER 'gw' (")

@@ -218,22 +218,24 @@ def test_sensitive_keys_at_any_depth_and_in_any_case_are_ciphertext_at_rest(http
 
     from tests.clients import grpc_export
 
-    request = otlp_requests.traces_request(1)
-    span = request.resource_spans[0].scope_spans[0].spans[0]
-    span.attributes.append(KeyValue(key="ctx", value=_kvlist(**{"user.email": "nested@example.com"})))
-    span.attributes.append(
-        KeyValue(
-            key="deep",
-            value=AnyValue(
-                array_value=ArrayValue(values=[_kvlist(level=_kvlist(**{"DB.Statement": "SELECT deep_secret"}))])
-            ),
+    def body(trace_id: bytes) -> bytes:  # one span per transport: distinct requests, each stored
+        request = otlp_requests.traces_request(1, trace_id=trace_id)
+        span = request.resource_spans[0].scope_spans[0].spans[0]
+        span.attributes.append(KeyValue(key="ctx", value=_kvlist(**{"user.email": "nested@example.com"})))
+        span.attributes.append(
+            KeyValue(
+                key="deep",
+                value=AnyValue(
+                    array_value=ArrayValue(values=[_kvlist(level=_kvlist(**{"DB.Statement": "SELECT deep_secret"}))])
+                ),
+            )
         )
-    )
-    span.attributes.append(otlp_requests.kv("User.Email", "upper@example.com"))
-    span.attributes.append(otlp_requests.kv("note", '{"looks": "like json", "but": "is harmless"}'))
-    body = request.SerializeToString()
-    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
-    grpc_export(grpc_channel, "traces", body, key=tenant.key)
+        span.attributes.append(otlp_requests.kv("User.Email", "upper@example.com"))
+        span.attributes.append(otlp_requests.kv("note", '{"looks": "like json", "but": "is harmless"}'))
+        return request.SerializeToString()
+
+    assert http_post(http_url, "traces", body(b"\x01" * 16), key=tenant.key).status == 200
+    grpc_export(grpc_channel, "traces", body(b"\x02" * 16), key=tenant.key)
 
     dump = str(
         store.dangerously_query_unscoped(

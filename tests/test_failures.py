@@ -12,6 +12,7 @@ from django.test import override_settings
 from gateway.otlp import decode, runtime
 from tests import otlp_requests
 from tests.clients import grpc_export, http_post, retry_info
+from tests.conftest import unwritable_table
 from tests.test_quotas import on_plan
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -198,32 +199,14 @@ def test_rows_storage_refuses_are_a_permanent_error(tenant, http_url, grpc_chann
     assert _usage(tenant) == {"invalid": (2, 6, 0)}
 
 
-@pytest.fixture
-def unwritable_traces(store):
-    """otel_traces' data directory made immutable (chattr +i, as root): ClickHouse can read the
-    table and its columns, but no INSERT can create a part in it."""
-    import os
-    import shutil
-    import subprocess
-
-    if os.geteuid() != 0 or not shutil.which("chattr"):
-        pytest.skip("making a table unwritable needs root and chattr (CI runs as root)")
-    path = store.query(
-        "SELECT data_paths[1] FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
-        {"name": "otel_traces"},
-    ).result_rows[0][0]
-    made = subprocess.run(["chattr", "+i", path], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"chattr +i {path} failed: {made.stderr.strip()} (the file system may not support it)")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", path], check=True)
-
-
-def test_a_table_that_cannot_be_written_stores_and_meters_nothing_as_accepted(tenant, http_url, unwritable_traces):
-    reply = http_post(http_url, "traces", GOOD, key=tenant.key)
-    assert reply.status == 503 and "nothing from this request was stored" in reply.status_message().message
-    assert tenant.count("otel_traces") == 0
-    # Its usage row was in the same flush as its spans: it is not counted as accepted.
-    assert _usage(tenant) == {"storage_unavailable": (1, 3, 0)}
+def test_a_table_that_cannot_be_written_stores_and_meters_nothing_as_accepted(store, tenant, http_url):
+    with unwritable_table(store, "otel_traces"):
+        reply = http_post(http_url, "traces", GOOD, key=tenant.key)
+        assert reply.status == 503 and "nothing from this request was stored" in reply.status_message().message
+        assert tenant.count("otel_traces") == 0
+        # Its usage comes from its stored rows, and none was stored: nothing is accepted.
+        assert _usage(tenant) == {"storage_unavailable": (1, 3, 0)}
+    # The exporter retries once the table can be written: stored once, metered once.
+    assert http_post(http_url, "traces", GOOD, key=tenant.key).status == 200
+    assert tenant.count("otel_traces") == 3
+    assert _usage(tenant) == {"storage_unavailable": (1, 3, 0), "accepted": (1, 3, 3)}

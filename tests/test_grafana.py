@@ -133,24 +133,9 @@ print(json.dumps({"applied": applied, "lookup": lookup, "logs": logs}))
 def test_migration_3_brings_a_version_2_database_up_to_date_with_its_data(tmp_path):
     """A database the previous version made (migrations 1-2), with traces and logs in it: the
     migration adds TimestampTime to its logs and fills the lookup from its traces."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from tests.test_serve import run_script
 
-    from tests.test_serve import ROOT
-
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway.settings", "GATEWAY_DATA_DIR": str(tmp_path)}
-    out = subprocess.run(
-        [sys.executable, "-c", _MIGRATE_FROM_VERSION_2, f"chdb://{tmp_path / 'clickhouse'}"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["applied"] == [3]
+    result = run_script(_MIGRATE_FROM_VERSION_2, tmp_path)
+    assert result["applied"] == [3, 4]
     assert result["lookup"] == [["trace-0", True], ["trace-1", True], ["trace-2", True]]
     assert result["logs"] == [[4]]

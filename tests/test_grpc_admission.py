@@ -27,6 +27,12 @@ BIG = b"\x0a" + b"\xff" * (settings.GATEWAY_MAX_REQUEST_BYTES - 100)  # ~4 MiB, 
 SMALL = otlp_requests.traces_request(2).SerializeToString()
 
 
+def _small(n: int) -> bytes:
+    """A request like SMALL, the n-th of distinct ones (each its own trace): the gateway stores a
+    request sent again only once, and these calls are meant as different requests."""
+    return otlp_requests.traces_request(2, trace_id=(n + 1).to_bytes(16, "big")).SerializeToString()
+
+
 def _unknown_tenant_usage(store) -> tuple[int, int]:
     assert runtime.get_pipeline().batcher.drain(30)
     (row,) = store.dangerously_query_unscoped(
@@ -41,7 +47,7 @@ def test_a_flood_within_the_cap_is_stored_whole(grpc_channel, tenant):
     2,000, 2-12% ended CANCELLED before the gateway read messages in its handlers)."""
     call = grpc_channel.unary_unary(SERVICE["traces"], request_serializer=None, response_deserializer=None)
     metadata = [("authorization", f"Bearer {tenant.key}")]
-    futures = [call.future(SMALL, metadata=metadata, timeout=120) for _ in range(1000)]
+    futures = [call.future(_small(n), metadata=metadata, timeout=120) for n in range(1000)]
     for future in futures:
         future.result()
     assert tenant.count("otel_traces") == 2000
@@ -86,25 +92,25 @@ def test_calls_over_the_in_flight_cap_get_retry_info(small_server, tenant):
     server, channel = small_server
     release = threading.Event()
 
-    def held_message():
+    def held_message(n: int):
         release.wait(30)  # admitted and authenticated; its message comes only when released
-        yield SMALL
+        yield _small(n)
 
     call = channel.stream_unary(SERVICE["traces"], request_serializer=None, response_deserializer=None)
     metadata = [("authorization", f"Bearer {tenant.key}")]
-    held = [call.future(held_message(), metadata=metadata, timeout=60) for _ in range(2)]
+    held = [call.future(held_message(n), metadata=metadata, timeout=60) for n in range(2)]
     deadline = time.monotonic() + 30
     while server.otlp_admission.in_flight < 2 and time.monotonic() < deadline:
         threading.Event().wait(0.01)
     assert server.otlp_admission.in_flight == 2
-    error = _refused(channel, SMALL, tenant.key)
+    error = _refused(channel, _small(2), tenant.key)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "export calls in flight" in error.details()
     assert retry_info(error).retry_delay.seconds == 1
     release.set()
     for future in held:
         future.result()
     assert server.otlp_admission.in_flight == 0
-    grpc_export(channel, "traces", SMALL, key=tenant.key)
+    grpc_export(channel, "traces", _small(3), key=tenant.key)
     assert tenant.count("otel_traces") == 6
 
 
@@ -114,7 +120,7 @@ def test_a_flood_on_one_channel_is_stored_or_refused_with_retry_info_never_lost(
     _server, channel = small_server
     call = channel.unary_unary(SERVICE["traces"], request_serializer=None, response_deserializer=None)
     metadata = [("authorization", f"Bearer {tenant.key}")]
-    futures = [call.future(SMALL, metadata=metadata, timeout=120) for _ in range(600)]
+    futures = [call.future(_small(n), metadata=metadata, timeout=120) for n in range(600)]
     ok, retry = 0, 0
     for future in futures:
         try:

@@ -237,8 +237,9 @@ def test_slow_and_idle_clients_do_not_starve_the_others(tenant, http_url):
         held += [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
 
         def normal(n: int) -> int:
-            if n % 3 == 0:
-                return http_post(f"http://127.0.0.1:{port}", "traces", body, key=tenant.key).status
+            if n % 3 == 0:  # each its own trace: distinct requests, each stored (a repeated body is stored once)
+                trace = otlp_requests.traces_request(2, trace_id=(n + 1).to_bytes(16, "big")).SerializeToString()
+                return http_post(f"http://127.0.0.1:{port}", "traces", trace, key=tenant.key).status
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/healthz" if n % 3 == 1 else "/admin/login/")
             status = connection.getresponse().status

@@ -18,12 +18,15 @@ REQUESTS_PER_TRANSPORT = 10
 SPANS = 50
 
 
-def _send(tenant, service: str, http_url: str, grpc_channel, errors: list) -> None:
-    body = otlp_requests.traces_request(SPANS, service=service).SerializeToString()
+def _send(tenant, service: str, http_url: str, grpc_channel, errors: list, sender: int) -> None:
+    def body(n: int) -> bytes:  # every request its own trace: the gateway stores a repeated one once
+        trace_id = (sender * 1000 + n + 1).to_bytes(16, "big")
+        return otlp_requests.traces_request(SPANS, service=service, trace_id=trace_id).SerializeToString()
+
     try:
-        for _ in range(REQUESTS_PER_TRANSPORT):
-            assert http_post(http_url, "traces", body, key=tenant.key).status == 200
-            grpc_export(grpc_channel, "traces", body, key=tenant.key)
+        for n in range(REQUESTS_PER_TRANSPORT):
+            assert http_post(http_url, "traces", body(2 * n), key=tenant.key).status == 200
+            grpc_export(grpc_channel, "traces", body(2 * n + 1), key=tenant.key)
     except Exception as exc:  # surfaced in the main thread
         errors.append(exc)
 
@@ -32,9 +35,9 @@ def test_concurrent_tenants_stay_apart(make_tenant, http_url, grpc_channel, stor
     alpha, beta = make_tenant("alpha"), make_tenant("beta")
     errors: list = []
     threads = [
-        threading.Thread(target=_send, args=(tenant, service, http_url, grpc_channel, errors))
+        threading.Thread(target=_send, args=(tenant, service, http_url, grpc_channel, errors, sender))
         for tenant, service in ((alpha, "alpha-svc"), (beta, "beta-svc"))
-        for _ in range(2)
+        for sender in range(2)
     ]
     for thread in threads:
         thread.start()

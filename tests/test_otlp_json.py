@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import json_format
 
 from gateway.otlp.decode import REQUEST_TYPES
-from storage.schema import METRIC_TABLES
+from storage.schema import BLOCK_COLUMN, METRIC_TABLES, REQUEST_BYTES_COLUMN
 from tests import otlp_requests
 from vocabulary import Signal
 
@@ -52,18 +52,32 @@ def _as_protobuf(signal: Signal, document: dict) -> bytes:
 
 
 def _table_rows(store, tenant, table: str) -> list[tuple]:
+    """The rows `tenant` has in `table`, but of what the gateway adds of the request (storage.requests:
+    a block id derived from the tenant and the body, the body's size) only which rows carry it."""
     columns = [
-        name
+        f"`{name}`"
         for (name,) in store.query(
             "SELECT name FROM system.columns WHERE table = {table:String} AND database = currentDatabase()"
-            " AND name != 'TenantId'",
-            {"table": table},
+            " AND name NOT IN ('TenantId', {block:String}, {size:String})",
+            {"table": table, "block": BLOCK_COLUMN, "size": REQUEST_BYTES_COLUMN},
         ).result_rows
     ]
+    columns += [f"{BLOCK_COLUMN} != ''", f"{REQUEST_BYTES_COLUMN} != 0"]
     result = tenant.reader.query(
-        f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM {table} WHERE TenantId = {{tenant_id:String}} ORDER BY tuple(*)"
+        f"SELECT {', '.join(columns)} FROM {table} WHERE TenantId = {{tenant_id:String}} ORDER BY tuple(*)"
     )
     return result.result_rows
+
+
+def _request_bytes(tenant, tables) -> int:
+    """The body size the tenant's stored rows carry (on the first row of the request's first block)."""
+    total = 0
+    for table in tables:
+        (row,) = tenant.rows(
+            f"SELECT sum({REQUEST_BYTES_COLUMN}) AS n FROM {table} WHERE TenantId = {{tenant_id:String}}"
+        )
+        total += row["n"]
+    return total
 
 
 @pytest.mark.parametrize("signal", list(CASES), ids=str)
@@ -71,14 +85,17 @@ def test_json_lands_same_rows_as_protobuf(signal, http_url, make_tenant, store):
     build, tables = CASES[signal]
     as_json, as_protobuf = make_tenant("json"), make_tenant("protobuf")
     url = f"{http_url}/v1/{signal}"
-    status, body = post(url, otlp_requests.dumps(build()), "application/json", as_json.key)
+    json_body, protobuf_body = otlp_requests.dumps(build()), _as_protobuf(signal, build())
+    status, body = post(url, json_body, "application/json", as_json.key)
     assert status == 200 and body == b"{}"
-    status, _ = post(url, _as_protobuf(signal, build()), "application/x-protobuf", as_protobuf.key)
+    status, _ = post(url, protobuf_body, "application/x-protobuf", as_protobuf.key)
     assert status == 200
     for table in tables:
         json_rows = _table_rows(store, as_json, table)
         assert json_rows, f"nothing stored in {table}"
         assert json_rows == _table_rows(store, as_protobuf, table)
+    assert _request_bytes(as_json, tables) == len(json_body)  # each as received
+    assert _request_bytes(as_protobuf, tables) == len(protobuf_body)
 
 
 def test_json_span_values(http_url, tenant):

@@ -15,7 +15,7 @@ from gateway.otlp import decode, runtime
 from gateway.otlp.pipeline import Pipeline
 from gateway.otlp.prepare import PreparePool
 from storage.clickhouse import StorageUnavailable, Store
-from storage.schema import TELEMETRY_TABLES
+from storage.schema import BLOCK_COLUMN, TELEMETRY_TABLES
 from tenants.encryption import key_ring
 from tenants.keyring import PREFIX, KeyRing
 from tests import otlp_requests
@@ -44,13 +44,21 @@ REQUESTS = [
 
 
 def _stored(tenant) -> dict[str, list]:
-    """Every row of every telemetry table of `tenant`, decrypted, without the tenant's id."""
+    """Every row of every telemetry table of `tenant`, decrypted, without the tenant's id. A
+    block's id is derived from the tenant (storage.requests.request_key), so of it only whether
+    the row leads a block is kept."""
     return {
         table: tenant.rows(
-            f"SELECT * EXCEPT (TenantId) FROM {table} WHERE TenantId = {{tenant_id:String}} ORDER BY ALL"
+            f"SELECT * EXCEPT (TenantId, {BLOCK_COLUMN}), {BLOCK_COLUMN} != '' AS LeadsBlock FROM {table} "
+            "WHERE TenantId = {tenant_id:String} ORDER BY ALL"
         )
         for table in TELEMETRY_TABLES
     }
+
+
+def _traces(spans: int, n: int) -> bytes:
+    """The n-th of distinct trace requests (each its own trace): a body sent again is stored once."""
+    return otlp_requests.traces_request(spans, trace_id=(n + 1).to_bytes(16, "big")).SerializeToString()
 
 
 def test_worker_processes_store_what_the_request_thread_stores(pipeline, store, make_tenant):
@@ -111,9 +119,8 @@ def test_a_killed_worker_loses_nothing(pipeline, tenant, http_url):
     workers = pipeline.workers
     before, restarts = workers.pids(), workers.restarts
     _kill(before[0])
-    body = otlp_requests.traces_request(5).SerializeToString()
-    for _ in range(3):  # the first finds the pool broken and is prepared in its own thread
-        assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    for n in range(3):  # the first finds the pool broken and is prepared in its own thread
+        assert http_post(http_url, "traces", _traces(5, n), key=tenant.key).status == 200
     assert tenant.count("otel_traces") == 15
     assert workers.restarts == restarts + 1
     assert workers.pids() and not set(workers.pids()) & set(before)
@@ -126,9 +133,9 @@ def test_several_workers_serve_concurrent_requests(store, make_tenant):
     try:
         assert len(two.workers.pids()) == 2
         tenants = [make_tenant() for _ in range(2)]
-        body = otlp_requests.traces_request(50).SerializeToString()
 
         def send(i: int):
+            body = _traces(50, i)
             return two.run(signal=Signal.TRACES, api_key=tenants[i % 2].key, read_body=lambda: body).accepted
 
         with ThreadPoolExecutor(8) as pool:
@@ -142,16 +149,18 @@ def test_a_stopped_pool_refuses_instead_of_losing(store):
     pool = PreparePool(1, type_names=store.type_names, server_tz=lambda: store.server_tz)
     pool.start()
     pool.stop()
+    body = otlp_requests.logs_request(1).SerializeToString()
     with pytest.raises(StorageUnavailable, match="shutting down"):
         pool.prepare(
             Signal.LOGS,
-            otlp_requests.logs_request(1).SerializeToString(),
+            body,
             decode.Encoding.PROTOBUF,
             tenant_id="t",
             retention_days=1,
             ring=KeyRing("t", {}),
             sensitive=frozenset(),
             timeout=5,
+            body_bytes=len(body),
         )
 
 

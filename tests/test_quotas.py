@@ -33,8 +33,11 @@ def on_plan(tenant, *, signal="traces", max_request_bytes=0, stored_bytes=0, **l
     return plan
 
 
-def spans(n: int) -> bytes:
-    return otlp_requests.traces_request(n).SerializeToString()
+def spans(n: int, trace: int = 0) -> bytes:
+    """A request of `n` spans; another `trace` makes another request of the same size (the
+    gateway stores a body it was sent before only once)."""
+    trace_id = trace.to_bytes(16, "big") if trace else otlp_requests.TRACE_ID
+    return otlp_requests.traces_request(n, trace_id=trace_id).SerializeToString()
 
 
 @pytest.fixture
@@ -75,17 +78,19 @@ def test_item_rate_refuses_whole_requests_with_retry_hints(tenant, http_url, grp
 
 def test_bandwidth_limit_refuses_whole_requests_before_decoding(tenant, http_url, grpc_channel, bucket_clock):
     body = spans(20)
+    bodies = [spans(20, trace) for trace in range(1, 6)]  # distinct requests, each as large as `body`
+    assert {len(b) for b in bodies} == {len(body)}
     on_plan(tenant, bytes_per_second=len(body), burst_bytes=2 * len(body))
-    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
-    grpc_export(grpc_channel, "traces", body, key=tenant.key)  # the burst: two requests at once
-    reply = http_post(http_url, "traces", body, key=tenant.key)
+    assert http_post(http_url, "traces", bodies[0], key=tenant.key).status == 200
+    grpc_export(grpc_channel, "traces", bodies[1], key=tenant.key)  # the burst: two requests at once
+    reply = http_post(http_url, "traces", bodies[2], key=tenant.key)
     assert reply.status == 429 and int(reply.headers["retry-after"]) >= 1
     assert f"allows {len(body)} bytes per second" in reply.status_message().message
     with pytest.raises(grpc.RpcError) as caught:
-        grpc_export(grpc_channel, "traces", body, key=tenant.key)
+        grpc_export(grpc_channel, "traces", bodies[3], key=tenant.key)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_info(caught.value) is not None
     bucket_clock.advance(1)  # one second's worth back
-    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    assert http_post(http_url, "traces", bodies[4], key=tenant.key).status == 200
     assert tenant.count("otel_traces") == 3 * 20
     # More than the burst can never pass: 413, no retry hint.
     reply = http_post(http_url, "traces", spans(60), key=tenant.key)
@@ -180,9 +185,15 @@ def test_usage_counts_every_outcome_and_matches_stored_rows(
     assert http_post(http_url, "traces", spans(1), key=logs_only).status == 403  # unauthorized
     assert http_post(http_url, "logs", otlp_requests.logs_request(3).SerializeToString(), key=logs_only).status == 200
     assert pipeline.batcher.drain(30)  # refusals are metered without waiting for their INSERT
-    assert _usage(store, tenant) == {
-        ("traces", "accepted"): (1, 60, 60),
-        ("traces", "partially_accepted"): (1, 10, 9),
+    usage = _usage(store, tenant)
+    # Accepted usage is counted from the stored rows: the partially accepted request and its
+    # rejected span under its outcome, but its accepted spans (all but one) may be counted
+    # under 'accepted' (with no request). Together: the two requests, 70 spans, 69 accepted.
+    accepted, partially = usage.pop(("traces", "accepted")), usage.pop(("traces", "partially_accepted"))
+    assert tuple(a + p for a, p in zip(accepted, partially)) == (2, 60 + 10, 60 + 9)
+    assert accepted[0] == 1 and accepted[1] == accepted[2]  # one request, nothing of it rejected
+    assert partially[0] == 1 and partially[1] - partially[2] == 1  # one request, its one rejected span
+    assert usage == {
         ("traces", "throttled"): (1, 60, 0),
         ("traces", "invalid"): (1, 0, 0),
         ("traces", "unauthorized"): (1, 0, 0),

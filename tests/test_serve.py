@@ -44,6 +44,7 @@ class Gateway:
         extra_env: dict | None = None,
         args: tuple[str, ...] = (),
         grpc_credentials: grpc.ChannelCredentials | None = None,
+        log_dir: Path | None = None,
     ):
         self.args, self.grpc_credentials = args, grpc_credentials  # credentials: for a gateway serving TLS
         self.grpc_port, self.http_port = _free_port(), _free_port()
@@ -57,7 +58,7 @@ class Gateway:
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
-        self.log = data_dir / f"serve-{self.grpc_port}.log"
+        self.log = (log_dir or data_dir) / f"serve-{self.grpc_port}.log"
 
     def __enter__(self):
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,22 @@ class Gateway:
         self.process.send_signal(signal.SIGTERM)
         assert self.process.wait(30) == 0, self.text()
         self.output.close()
+
+
+def run_script(script: str, data_dir: Path, *args: str) -> dict:
+    """Run `script` (Python, Django set up by it) in a fresh process with its chDB directory in
+    `data_dir` (one process owns a chDB path) and return the JSON its last line prints."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway.settings", "GATEWAY_DATA_DIR": str(data_dir)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, f"chdb://{data_dir / 'clickhouse'}", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _query(data_dir: Path, sql: str) -> list:

@@ -77,9 +77,10 @@ def test_embedded_inserts_leave_skip_indexes_to_the_first_merge(store):
     """A new part has no skip index data; the merge builds it, and queries find the same rows
     before and after."""
     tenant_id = str(uuid.uuid4())
-    flattened = flatten_traces(otlp_requests.traces_request(20), tenant_id=tenant_id, retention_days=1)
-    for _ in range(2):
-        store.insert("otel_traces", flattened.batches[0].column_names, flattened.batches[0].columns)
+    # Two parts (two INSERTs that differ: the same rows twice would be one, deduplicated).
+    for retention_days in (1, 2):
+        batch = flatten_traces(otlp_requests.traces_request(20), tenant_id=tenant_id, retention_days=retention_days)
+        store.insert("otel_traces", batch.batches[0].column_names, batch.batches[0].columns)
     sql = (
         "SELECT count() FROM otel_traces WHERE TenantId = {tenant_id:String} AND SpanAttributes['i'] = '7' "
         "AND TraceId = {trace_id:String}"

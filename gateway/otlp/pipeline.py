@@ -35,6 +35,10 @@ _PARTIAL_FIELD = {
     Signal.LOGS: "rejected_log_records",
 }
 _UNAVAILABLE = "storage is temporarily unavailable; nothing from this request was stored, retry later"
+_MAYBE_STORED = (
+    "storage did not confirm this request; some or all of it may be stored already: retry later, "
+    "nothing is stored twice"
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,9 @@ class ExportResult:
 
 
 class _Meter:
-    """A request's usage record, written exactly once when the request ends: with its data when
-    it is stored (`recorded_with_the_data`), or as the refusal's outcome (`record`)."""
+    """A request's usage, written exactly once when the request ends: by its stored rows, which
+    carry it into the usage table (`recorded_with_the_data`; storage.requests), or as a record
+    of its own (`record`) when it stores no row: refused, or with nothing to store."""
 
     def __init__(self, batcher: Batcher, signal: Signal):
         self.batcher, self.signal = batcher, signal
@@ -75,7 +80,7 @@ class _Meter:
         self.record(refusal.reason.outcome, tenant_id=refusal.tenant_id)
         return ExportResult.refused(self.signal, refusal, principal=self.principal, body_bytes=self.body_bytes)
 
-    def record(self, outcome: Outcome, *, tenant_id: str | None = None) -> None:
+    def record(self, outcome: Outcome, *, tenant_id: str | None = None, items_accepted: int = 0) -> None:
         if self.done:
             return
         self.done = True
@@ -87,7 +92,7 @@ class _Meter:
                     signal=self.signal,
                     outcome=outcome,
                     items=self.items,
-                    items_accepted=0,
+                    items_accepted=items_accepted,
                     body_bytes=self.body_bytes,
                 )
             ]
@@ -235,6 +240,7 @@ class Pipeline:
                         ring=ring,
                         sensitive=sensitive,
                         timeout=timeout,
+                        body_bytes=body_bytes,
                         window=window,
                     )
                 else:
@@ -247,24 +253,21 @@ class Pipeline:
                         ring=ring,
                         sensitive=sensitive,
                         encode=self.batcher.encode,
+                        body_bytes=body_bytes,
                         window=window,
                     )
                 if encoding is not decode.Encoding.PROTOBUF:
                     meter.items = prepared.items
                     self._admit(principal, signal, items=prepared.items, body_bytes=body_bytes)
                 outcome = Outcome.PARTIALLY_ACCEPTED if prepared.rejected else Outcome.ACCEPTED
-                usage = usage_batch(
-                    tenant_id=principal.tenant_id,
-                    signal=signal,
-                    outcome=outcome,
-                    items=prepared.items,
-                    items_accepted=prepared.accepted,
-                    body_bytes=body_bytes,
-                )
-                # The usage row travels with the data, so accepted usage matches the stored rows.
-                self.batcher.write_encoded(
-                    [*prepared.blocks, *self.batcher.encode([usage])], timeout=timeout, expectation=expectation
-                )
+                if prepared.blocks:
+                    # The rows carry the request's usage: the usage views count what is stored.
+                    self.batcher.write_encoded(prepared.blocks, timeout=timeout, expectation=expectation)
+                else:
+                    # Nothing to store (an empty request, or every item rejected): its usage
+                    # record is all there is to write.
+                    meter.items = prepared.items
+                    meter.record(outcome, items_accepted=0)
         except StorageError as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
             if not exc.retryable:
@@ -272,7 +275,9 @@ class Pipeline:
                     Reason.UNSTORABLE, f"the rows of this request cannot be stored, and would not be on a retry: {exc}"
                 ) from exc
             raise Refusal(
-                Reason.STORAGE_UNAVAILABLE, _UNAVAILABLE, retry_after_seconds=self.config.retry_after_seconds
+                Reason.STORAGE_UNAVAILABLE,
+                _MAYBE_STORED if exc.partial else _UNAVAILABLE,
+                retry_after_seconds=self.config.retry_after_seconds,
             ) from exc
         response = decode.RESPONSE_TYPES[signal]()
         if prepared.rejected:

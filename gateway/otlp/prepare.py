@@ -35,16 +35,19 @@ from google.protobuf.message import DecodeError
 
 from gateway.otlp import decode
 from gateway.otlp.worker import init_worker
-from storage.batcher import EncodedBlock
+from storage.batcher import EncodedBlock, encode_blocks
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
 from storage.flatten import FLATTENERS, TABLES, TableBatch
 from storage.flatten.common import TimeWindow
-from storage.partitions import split_by_partition
+from storage.requests import RequestMark, request_key
 from tenants.keyring import KeyRing
 from tenants.protect import protect
 from vocabulary import Reason, Refusal, Signal
 
 log = logging.getLogger(__name__)
+
+
+Encoder = Callable[[list[TableBatch], RequestMark | None], list[EncodedBlock]]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class Prepared:
     accepted: int
     rejected: int
     rejection_message: str
-    blocks: list[EncodedBlock]
+    blocks: list[EncodedBlock]  # its rows, which also carry its usage (storage.requests); none if no row is kept
 
 
 def prepare(
@@ -65,12 +68,14 @@ def prepare(
     retention_days: int,
     ring: KeyRing,
     sensitive: frozenset[str],
-    encode: Callable[[list[TableBatch]], list[EncodedBlock]],
+    encode: Encoder,
+    body_bytes: int,
     window: TimeWindow | None = None,
 ) -> Prepared:
     """parse -> flatten -> protect -> encode one request's (decompressed) body: its one full
-    parse. Raises Refusal for a body or an attribute that cannot be read, RowsRejected for
-    rows the column types cannot hold."""
+    parse. `body_bytes`: its size as received, which its rows carry for metering. Raises
+    Refusal for a body or an attribute that cannot be read, RowsRejected for rows the column
+    types cannot hold."""
     request = decode.parse(signal, data, encoding)
     # The place for per-tenant processing rules (filter, transform, route): after the parse,
     # before the items are counted and flattened. A tenant with rules would then be admitted on
@@ -82,8 +87,9 @@ def prepare(
     except (UnicodeDecodeError, DecodeError) as exc:
         raise decode.undecodable_attribute(signal, exc) from exc
     protect(flattened.batches, ring=ring, sensitive=sensitive)
+    mark = RequestMark(request_key(tenant_id, signal.value, data), body_bytes, flattened.rejected)
     return Prepared(
-        items, flattened.accepted, flattened.rejected, flattened.rejection_message, encode(flattened.batches)
+        items, flattened.accepted, flattened.rejected, flattened.rejection_message, encode(flattened.batches, mark)
     )
 
 
@@ -99,6 +105,7 @@ class _Job:
     types: dict[str, dict[str, str]]  # table -> column -> ClickHouse type name
     server_tz: Any
     window: TimeWindow | None  # item timestamps the tenant's tables keep
+    body_bytes: int
 
 
 # --- in a worker process ------------------------------------------------------------------------
@@ -115,25 +122,18 @@ def _ring(tenant_id: str, data_keys: dict[int, bytes]) -> KeyRing:
     return ring
 
 
-def _encoder(types: dict[str, dict[str, str]], server_tz) -> Callable[[list[TableBatch]], list[EncodedBlock]]:
-    def encode(batches: list[TableBatch]) -> list[EncodedBlock]:
-        return [
-            EncodedBlock(
-                part.table,
-                tuple(part.column_names),
-                part.rows,
-                encode_native(
-                    part.table,
-                    part.column_names,
-                    column_types(types, part.table, part.column_names),
-                    server_tz,
-                    part.columns,
-                ),
-                partitions,
-            )
-            for batch in batches
-            for part, partitions in split_by_partition(batch, server_tz=server_tz)
-        ]
+def _encoder(types: dict[str, dict[str, str]], server_tz) -> Encoder:
+    def encode_one(batch: TableBatch) -> bytes:
+        return encode_native(
+            batch.table,
+            batch.column_names,
+            column_types(types, batch.table, batch.column_names),
+            server_tz,
+            batch.columns,
+        )
+
+    def encode(batches: list[TableBatch], mark: RequestMark | None = None) -> list[EncodedBlock]:
+        return encode_blocks(batches, mark=mark, server_tz=server_tz, encode=encode_one)
 
     return encode
 
@@ -151,6 +151,7 @@ def _run(job: _Job) -> tuple:
             ring=_ring(job.tenant_id, job.data_keys),
             sensitive=job.sensitive,
             encode=_encoder(job.types, job.server_tz),
+            body_bytes=job.body_bytes,
             window=job.window,
         )
     except Refusal as exc:
@@ -239,6 +240,7 @@ class PreparePool:
         ring: KeyRing,
         sensitive: frozenset[str],
         timeout: float,
+        body_bytes: int,
         window: TimeWindow | None = None,
     ) -> Prepared:
         """`prepare`, in a worker process."""
@@ -254,6 +256,7 @@ class PreparePool:
             self._type_names(TABLES[signal]),
             self._server_tz(),
             window,
+            body_bytes,
         )
         executor = self._executor
         if executor is None:

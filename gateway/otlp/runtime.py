@@ -40,6 +40,7 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         observer=BatcherMetrics(),
     )
     batcher.start()
+    batcher.reconcile()
     config = PipelineConfig(
         max_decompressed_bytes=settings.GATEWAY_MAX_DECOMPRESSED_BYTES,
         store_timeout_seconds=settings.GATEWAY_STORE_TIMEOUT_SECONDS,

@@ -1,0 +1,332 @@
+"""What is acknowledged is stored once and metered once: a request sent again, an INSERT the
+writer sends again, a request whose sender stopped waiting, a usage table that cannot be
+written. Every test ends in the same check: the rows stored, the items metered as accepted and
+the requests metered are what was acknowledged, each once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from gateway.otlp import runtime
+from gateway.otlp.pipeline import Pipeline, PipelineConfig
+from storage.batcher import Batcher
+from storage.clickhouse import StorageError
+from tests import otlp_requests
+from tests.clients import grpc_export, http_post
+from tests.conftest import unwritable_table
+from vocabulary import Outcome, Signal
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _request(spans: int, number: int) -> bytes:
+    return otlp_requests.traces_request(spans, trace_id=number.to_bytes(16, "big")).SerializeToString()
+
+
+def _metered(tenant, signal: str = "traces") -> dict[str, tuple[int, int, int, int]]:
+    """Outcome -> (requests, items, items accepted, bytes) of the tenant's usage."""
+    assert runtime.get_pipeline().batcher.drain(30)
+    return {
+        row["Outcome"]: (row["Requests"], row["Items"], row["ItemsAccepted"], row["Bytes"])
+        for row in tenant.rows(
+            "SELECT Outcome, sum(Requests) AS Requests, sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted, "
+            "sum(Bytes) AS Bytes FROM gateway_usage WHERE TenantId = {tenant_id:String} AND Signal = {signal:String} "
+            "GROUP BY Outcome",
+            signal=signal,
+        )
+    }
+
+
+def _stored_by_trace(tenant) -> dict[int, int]:
+    return {
+        int(row["TraceId"], 16): row["n"]
+        for row in tenant.rows(
+            "SELECT TraceId, count() AS n FROM otel_traces WHERE TenantId = {tenant_id:String} GROUP BY TraceId"
+        )
+    }
+
+
+def test_a_request_sent_again_is_stored_and_metered_once(tenant, http_url, grpc_channel):
+    """The exporter whose reply was lost sends the same request again, over either transport:
+    it is answered as stored, and nothing is stored or metered twice."""
+    body = _request(5, 1)
+    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    grpc_export(grpc_channel, "traces", body, key=tenant.key)
+    assert _stored_by_trace(tenant) == {1: 5}
+    assert _metered(tenant) == {"accepted": (1, 5, 5, len(body))}
+    # A different request is a different request, however alike.
+    other = _request(5, 2)
+    assert http_post(http_url, "traces", other, key=tenant.key).status == 200
+    assert _stored_by_trace(tenant) == {1: 5, 2: 5}
+    assert _metered(tenant) == {"accepted": (2, 10, 10, len(body) + len(other))}
+
+
+def test_the_same_body_from_two_tenants_is_two_requests(make_tenant, http_url):
+    first, second = make_tenant(), make_tenant()
+    body = _request(3, 7)
+    for tenant in (first, second):
+        assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    for tenant in (first, second):
+        assert _stored_by_trace(tenant) == {7: 3}
+        assert _metered(tenant) == {"accepted": (1, 3, 3, len(body))}
+
+
+def test_accepted_usage_is_the_stored_rows(tenant, http_url, grpc_channel):
+    """Metrics across several tables, logs, and a request with items rejected: the usage
+    counts each request once, each stored row as an accepted item, and each rejection."""
+    metrics = otlp_requests.dumps(otlp_requests.metrics_json())
+    logs = otlp_requests.logs_request(4).SerializeToString()
+    partial = otlp_requests.traces_request(3)
+    partial.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano = 1  # 1970: outside the retention
+    partial = partial.SerializeToString()
+    assert http_post(http_url, "metrics", metrics, key=tenant.key, content_type="application/json").status == 200
+    grpc_export(grpc_channel, "logs", logs, key=tenant.key)
+    reply = http_post(http_url, "traces", partial, key=tenant.key)
+    assert reply.status == 200
+    metric_rows = sum(
+        tenant.count(table)
+        for table in (
+            "otel_metrics_gauge",
+            "otel_metrics_sum",
+            "otel_metrics_histogram",
+            "otel_metrics_exponential_histogram",
+            "otel_metrics_summary",
+        )
+    )
+    assert metric_rows > 1
+    metered = _metered(tenant, "metrics")
+    assert metered == {"accepted": (1, metric_rows, metric_rows, len(metrics))}
+    assert _metered(tenant, "logs") == {"accepted": (1, 4, 4, len(logs))}
+    assert tenant.count("otel_traces") == 2
+    traces = _metered(tenant, "traces")
+    # The request is partially accepted, once; its stored rows are accepted items.
+    assert sum(requests for requests, *_ in traces.values()) == traces["partially_accepted"][0] == 1
+    assert sum(accepted for _, _, accepted, _ in traces.values()) == 2
+    assert sum(items for _, items, _, _ in traces.values()) == 3
+    assert sum(size for *_, size in traces.values()) == len(partial)
+
+
+def test_an_insert_sent_again_stores_nothing_twice(store, tenant):
+    """The writer sends an INSERT again only as it was (the same blocks, the same token):
+    ClickHouse keeps the first, the usage views count it once."""
+    batcher = Batcher(store)
+    blocks = _blocks(batcher, tenant, _request(4, 3))
+    for _ in range(3):
+        batcher._insert(blocks, token="the-same-insert")
+    assert _stored_by_trace(tenant) == {3: 4}
+    assert _metered(tenant) == {"accepted": (1, 4, 4, 123)}
+
+
+def _blocks(batcher: Batcher, tenant, body: bytes):
+    from gateway.otlp import decode
+    from gateway.otlp.prepare import prepare
+    from tenants.encryption import key_ring
+
+    tenant_id = str(tenant.tenant.id)
+    prepared = prepare(
+        Signal.TRACES,
+        body,
+        decode.Encoding.PROTOBUF,
+        tenant_id=tenant_id,
+        retention_days=30,
+        ring=key_ring(tenant_id),
+        sensitive=frozenset(),
+        encode=batcher.encode,
+        body_bytes=123,
+    )
+    return prepared.blocks
+
+
+def test_a_request_stored_after_its_sender_stopped_waiting_is_not_stored_again(store, tenant):
+    """Storage is busy past the request's timeout: the sender is told to retry, the rows are
+    stored meanwhile, and the retry is answered as stored without storing them again."""
+    batcher = Batcher(store, linger_seconds=0)
+    batcher.start()
+    pipeline = Pipeline(
+        batcher, PipelineConfig(max_decompressed_bytes=10**7, store_timeout_seconds=0.5, retry_after_seconds=1)
+    )
+    body = _request(6, 4)
+
+    def export():
+        return pipeline.run(signal=Signal.TRACES, api_key=tenant.key, read_body=lambda: body)
+
+    try:
+        busy = threading.Thread(target=lambda: store.query("SELECT sleepEachRow(0.5) FROM numbers(4)"))
+        busy.start()  # a query holds the engine for ~2 s: the writer waits for it
+        time.sleep(0.2)
+        first = export()
+        assert first.outcome is Outcome.STORAGE_UNAVAILABLE
+        assert "nothing is stored twice" in first.refusal.message
+        busy.join()
+        assert batcher.drain(30)
+        assert _stored_by_trace(tenant) == {4: 6}  # stored, after all
+        again = export()
+        assert again.outcome is Outcome.ACCEPTED
+        assert batcher.drain(30)
+        assert _stored_by_trace(tenant) == {4: 6}
+        metered = _metered(tenant)
+        assert metered["accepted"] == (1, 6, 6, len(body))
+        assert metered["storage_unavailable"][2] == 0  # the first reply's record: nothing accepted
+    finally:
+        batcher.stop()
+
+
+def test_a_request_not_taken_before_its_sender_stopped_waiting_is_never_stored(store, tenant):
+    """The sender was told nothing was stored, and nothing is, even once storage is free."""
+    batcher = Batcher(store, linger_seconds=0)
+    batcher.start()
+    pipeline = Pipeline(
+        batcher, PipelineConfig(max_decompressed_bytes=10**7, store_timeout_seconds=0.5, retry_after_seconds=1)
+    )
+    try:
+        busy = threading.Thread(target=lambda: store.query("SELECT sleepEachRow(0.5) FROM numbers(4)"))
+        busy.start()
+        time.sleep(0.2)
+        results = {}
+
+        def export(number: int):
+            body = _request(2, number)
+            results[number] = pipeline.run(signal=Signal.TRACES, api_key=tenant.key, read_body=lambda: body)
+
+        # The first is taken by the writer (and waits on the engine); the others queue behind it.
+        threads = [threading.Thread(target=export, args=(n,)) for n in (10, 11, 12)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join()
+        busy.join()
+        assert batcher.drain(30)
+        refused = {n for n, result in results.items() if result.outcome is Outcome.STORAGE_UNAVAILABLE}
+        told_nothing = {n for n in refused if "nothing from this request was stored" in results[n].refusal.message}
+        assert told_nothing  # some were never taken
+        stored = _stored_by_trace(tenant)
+        assert not told_nothing & set(stored)
+        accepted = {n for n, result in results.items() if result.outcome is Outcome.ACCEPTED}
+        assert accepted <= set(stored)
+    finally:
+        batcher.stop()
+
+
+def test_a_usage_table_that_cannot_be_written(store, tenant, http_url, grpc_channel):
+    """gateway_usage made immutable: the spans can be stored but not their usage, so the
+    request is answered 503 and the writer keeps the INSERT; the exporter's retries are told
+    to wait, store nothing twice; once the table can be written, the INSERT is completed, and
+    the next retry is answered as stored: stored once, metered once."""
+    batcher = runtime.get_pipeline().batcher
+    batcher.repair_interval = 0.2
+    body = _request(4, 5)
+    try:
+        with unwritable_table(store, "gateway_usage"):
+            reply = http_post(http_url, "traces", body, key=tenant.key)
+            assert reply.status == 503, reply.body
+            assert _stored_by_trace(tenant) == {5: 4}  # the spans are in, their usage is not
+            assert batcher.repairs == 1
+            again = http_post(http_url, "traces", body, key=tenant.key)
+            assert again.status == 503 and "nothing is stored twice" in again.status_message().message
+            with pytest.raises(grpc.RpcError) as caught:
+                grpc_export(grpc_channel, "traces", body, key=tenant.key)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert _stored_by_trace(tenant) == {5: 4}
+        deadline = time.monotonic() + 30
+        while batcher.repairs:
+            assert time.monotonic() < deadline, "the writer did not complete the INSERT"
+            time.sleep(0.05)
+        assert http_post(http_url, "traces", body, key=tenant.key).status == 200
+    finally:
+        batcher.repair_interval = Batcher.repair_interval
+    assert _stored_by_trace(tenant) == {5: 4}
+    metered = _metered(tenant)
+    assert metered["accepted"] == (1, 4, 4, len(body))
+    assert set(metered) == {"accepted"}  # the usage of the 503s could not be written either
+
+
+_MIGRATE_FROM_VERSION_3 = """
+import json, sys
+import django
+django.setup()
+from storage import schema
+import storage.clickhouse as clickhouse
+from storage.batcher import Batcher
+from storage.clickhouse import StorageError
+from storage.clickhouse import Store
+from gateway.otlp import decode
+from gateway.otlp.prepare import prepare
+from tenants.keyring import KeyRing
+from tests import otlp_requests
+from vocabulary import Signal
+
+store = Store(sys.argv[1])
+current = schema.MIGRATIONS
+clickhouse.MIGRATIONS = schema.MIGRATIONS = current[:3]  # the schema the previous version made
+tuning = clickhouse.embedded_tuning_statements
+clickhouse.embedded_tuning_statements = lambda: ()  # (it names the tables of every version)
+store.migrate()
+clickhouse.embedded_tuning_statements = tuning
+tenant = "7f0c3d4e-0000-4000-8000-000000000002"
+# What the previous version wrote: rows without the gateway's columns, usage rows of its own.
+store.command(
+    "INSERT INTO otel_traces (TenantId, Timestamp, TraceId, SpanId, SpanName, ServiceName, Duration, RetentionDays) "
+    f"SELECT '{tenant}', now64(9) - number, 'trace-old', toString(number), 'op', 'svc', 5, 30 FROM numbers(12)"
+)
+store.command(
+    "INSERT INTO gateway_usage (TenantId, Signal, Hour, Outcome, Requests, Items, ItemsAccepted, Bytes) "
+    f"VALUES ('{tenant}', 'traces', toStartOfHour(now()), 'accepted', 1, 12, 12, 900)"
+)
+clickhouse.MIGRATIONS = schema.MIGRATIONS = current
+applied = store.migrate()  # what manage.py migrate_clickhouse does
+batcher = Batcher(store)
+batcher.start()
+body = otlp_requests.traces_request(3).SerializeToString()
+for _ in range(2):  # a request, then the same request again
+    prepared = prepare(Signal.TRACES, body, decode.Encoding.PROTOBUF, tenant_id=tenant, retention_days=30,
+                       ring=KeyRing(tenant, {}), sensitive=frozenset(), encode=batcher.encode, body_bytes=len(body))
+    batcher.write_encoded(prepared.blocks, timeout=30)
+batcher.stop()
+def rows(sql):
+    return store.dangerously_query_unscoped(sql, reason="test").result_rows
+print(json.dumps({
+    "applied": applied,
+    "traces": rows("SELECT TraceId, count(), countIf(GatewayBlock != '') FROM otel_traces GROUP BY TraceId ORDER BY 1"),
+    "usage": rows("SELECT sum(Requests), sum(Items), sum(ItemsAccepted), sum(Bytes) FROM gateway_usage"),
+    "ledger": rows("SELECT count() FROM gateway_ingest_ledger"),
+    "body": len(body),
+}))
+"""
+
+
+def test_migration_4_brings_a_version_3_database_up_to_date_with_its_data(tmp_path):
+    """A database the previous version made (migrations 1-3) with spans and usage in it: after
+    the migration its rows and usage are as they were, and new requests are metered from their
+    rows, once each."""
+    from tests.test_serve import run_script
+
+    result = run_script(_MIGRATE_FROM_VERSION_3, tmp_path)
+    assert result["applied"] == [4]
+    new_trace = otlp_requests.TRACE_ID.hex()
+    assert result["traces"] == sorted([[new_trace, 3, 1], ["trace-old", 12, 0]])
+    assert result["usage"] == [[2, 15, 15, 900 + result["body"]]]
+    assert result["ledger"] == [[1]]
+
+
+def test_rows_stored_without_their_views_are_metered_at_the_next_start(store, tenant):
+    """The process died between an INSERT's rows and its views (here: the views' tables could
+    not be written, and the writer never got to send the INSERT again): the next start meters
+    those rows and records them in the ledger, once, however often it runs."""
+    batcher = Batcher(store)
+    body = _request(5, 6)
+    blocks = _blocks(batcher, tenant, body)
+    with unwritable_table(store, "gateway_usage"), unwritable_table(store, "gateway_ingest_ledger"):
+        with pytest.raises(StorageError):
+            store.insert_native(blocks[0].table, blocks[0].column_names, [block.data for block in blocks], token="t1")
+    assert _stored_by_trace(tenant) == {6: 5}
+    assert _metered(tenant) == {}
+    assert batcher.reconcile() >= 1
+    assert batcher.reconcile() == 0
+    assert _metered(tenant) == {"accepted": (1, 5, 5, 123)}
+    assert batcher.ledger.stored(blocks) == {block.block_id for block in blocks}
