@@ -34,6 +34,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from gateway.otlp import decode
+from gateway.otlp.fair import FairTurns, NoTurn
 from gateway.otlp.worker import init_worker
 from storage.batcher import EncodedBlock, encode_blocks
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
@@ -185,6 +186,10 @@ class PreparePool:
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self.restarts = 0
+        # One job per worker at a time, taken in turn across tenants (gateway.otlp.fair): the
+        # executor's own queue would serve them first come, first served, so a tenant's backlog
+        # would hold up everyone else's requests.
+        self.turns = FairTurns(processes)
 
     def start(self) -> list[int]:
         """Start the workers and wait until each has loaded; returns their pids."""
@@ -258,6 +263,22 @@ class PreparePool:
             window,
             body_bytes,
         )
+        started = time.monotonic()
+        try:
+            with self.turns.turn(tenant_id, timeout=timeout):
+                outcome = self._submit(job, timeout - (time.monotonic() - started))
+        except NoTurn as exc:
+            raise StorageUnavailable(f"preparing the rows did not start within {timeout:g}s") from exc
+        kind = outcome[0]
+        if kind == "ok":
+            return outcome[1]
+        if kind == "refused":
+            raise Refusal(Reason[outcome[1]], outcome[2])
+        if kind == "rejected":
+            raise RowsRejected(outcome[1])
+        raise StorageUnavailable(outcome[1])
+
+    def _submit(self, job: _Job, timeout: float) -> tuple:
         executor = self._executor
         if executor is None:
             raise StorageUnavailable("the gateway is shutting down; nothing was stored")
@@ -267,22 +288,14 @@ class PreparePool:
             self._replace(executor, exc)
             future = None
         try:
-            outcome = future.result(timeout) if future is not None else _run(job)
+            return future.result(max(0.0, timeout)) if future is not None else _run(job)
         except FutureTimeout as exc:
             raise StorageUnavailable(f"preparing the rows did not finish within {timeout:g}s") from exc
         except CancelledError as exc:
             raise StorageUnavailable("the gateway is shutting down; nothing was stored") from exc
         except BrokenProcessPool as exc:  # a worker died with this job or another in hand
             self._replace(executor, exc)
-            outcome = _run(job)
-        kind = outcome[0]
-        if kind == "ok":
-            return outcome[1]
-        if kind == "refused":
-            raise Refusal(Reason[outcome[1]], outcome[2])
-        if kind == "rejected":
-            raise RowsRejected(outcome[1])
-        raise StorageUnavailable(outcome[1])
+            return _run(job)
 
     def _replace(self, broken: ProcessPoolExecutor, exc: Exception) -> None:
         with self._lock:
