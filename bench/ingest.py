@@ -471,7 +471,10 @@ def floors(payloads: list[bytes], spans: int, seconds: float, runs: tuple[str, .
                 t1 = time.perf_counter()
                 spent["parse"] += t1 - t0
                 if "flatten" in stages:
-                    batch = flatten_traces(request, tenant_id=tenant, retention_days=30).batches[0]
+                    # A retention of its own makes each INSERT differ from the last: the same
+                    # rows again would be dropped as a duplicate (storage.requests).
+                    retention = 30 + count % 1000
+                    batch = flatten_traces(request, tenant_id=tenant, retention_days=retention).batches[0]
                     t2 = time.perf_counter()
                     spent["flatten"] += t2 - t1
                     if "insert" in stages:

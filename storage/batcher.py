@@ -574,10 +574,13 @@ class Batcher:
                     f"{ITEMS_REJECTED_COLUMN} FROM {table} WHERE {BLOCK_COLUMN} != '' AND _part IN ("
                     # Parts as inserted (level 0), not merged: a merge makes a new part of old rows.
                     "SELECT name FROM system.parts WHERE database = currentDatabase() AND table = {table:String} "
-                    "AND active AND level = 0 AND modification_time >= now() - toIntervalMinute({minutes:UInt32})) "
+                    "AND active AND level = 0 AND modification_time >= now() - toIntervalMinute({minutes:UInt32}) "
+                    # With a server, other gateway processes write meanwhile: not the parts of
+                    # INSERTs that may still be writing their views.
+                    "AND modification_time <= now() - toIntervalSecond({settle:UInt32})) "
                     f"AND {BLOCK_COLUMN} NOT IN (SELECT Block FROM {LEDGER_TABLE} "
                     "WHERE At >= now() - toIntervalMinute({minutes:UInt32} + 10)) LIMIT 100000",
-                    {"table": table, "minutes": minutes},
+                    {"table": table, "minutes": minutes, "settle": 0 if self.store.embedded else 60},
                     reason="the writer: blocks stored without their views",
                 ).result_rows
             except Exception as exc:  # noqa: BLE001 - storage that cannot be read is reported by /readyz
