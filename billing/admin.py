@@ -20,7 +20,7 @@ class PlanSignalInline(admin.TabularInline):
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "base_fee", "currency", "max_request_bytes", "retention_days")
+    list_display = ("name", "slug", "isolation", "base_fee", "currency", "max_request_bytes", "retention_days")
     search_fields = ("name", "slug")
     inlines = [PlanSignalInline]
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.db import models
 
-from vocabulary import Signal
+from vocabulary import Isolation, Signal
 
 
 class Plan(models.Model):
@@ -19,6 +19,13 @@ class Plan(models.Model):
     )
     stored_bytes = models.PositiveBigIntegerField(default=0, help_text="Most bytes stored in ClickHouse; 0: no cap.")
     retention_days = models.PositiveSmallIntegerField(default=30)
+    isolation = models.CharField(
+        max_length=16,
+        choices=[(i.value, i.label) for i in Isolation],
+        default=Isolation.DEDICATED.value,
+        help_text="Where its tenants' telemetry is stored: partitions of their own (dedicated), or partitions "
+        "shared with other tenants, kept apart by tenant (shared). New data follows a change; stored data stays.",
+    )
     # Prices.
     currency = models.CharField(max_length=3, default="USD")
     base_fee = models.DecimalField(

@@ -498,7 +498,7 @@ class Batcher:
                 f"SELECT DISTINCT {BLOCK_COLUMN} FROM {table} WHERE TenantId IN {{tenants:Array(String)}} "
                 f"AND toDate({time_column}) IN {{days:Array(Date)}} AND {BLOCK_COLUMN} IN {{ids:Array(String)}}",
                 {
-                    "tenants": sorted({tenant for tenant, _ in partitions}),
+                    "tenants": sorted({block.tenant_id for block in blocks if block.block_id}),
                     "days": sorted({day for _, day in partitions}),
                     "ids": ids,
                 },

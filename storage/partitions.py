@@ -28,14 +28,19 @@ def _day(nanoseconds: int, server_tz: tzinfo | None) -> date:
 
 
 def split_by_partition(
-    batch: TableBatch, *, limit: int = MAX_PARTITIONS_PER_INSERT, server_tz: tzinfo | None = None
+    batch: TableBatch,
+    *,
+    limit: int = MAX_PARTITIONS_PER_INSERT,
+    server_tz: tzinfo | None = None,
+    key: str | None = None,
 ) -> list[tuple[TableBatch, frozenset]]:
     """`batch` as batches of at most `limit` partitions each, with the partitions each holds
-    ((tenant, day) pairs; empty when the table is not partitioned by day)."""
+    ((key, day) pairs, `key` the rows' GatewayPartition, their tenant by default; empty when
+    the table is not partitioned by day)."""
     time_column = DAY_PARTITIONED_TIME_COLUMNS.get(batch.table)
     if time_column is None or not batch.rows:
         return [(batch, frozenset())]
-    tenant = _tenant(batch)
+    tenant = key if key is not None else _tenant(batch)
     times = batch.columns[batch.column_names.index(time_column)]
     low, high = min(times), max(times)
     if (high - low) // _NS_PER_DAY + 2 <= limit:  # the usual case: a few days at most, whatever the zone

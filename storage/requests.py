@@ -24,7 +24,7 @@ from datetime import tzinfo
 
 from storage.flatten.common import TableBatch
 from storage.partitions import split_by_partition
-from storage.schema import BLOCK_COLUMN, GATEWAY_COLUMNS, TELEMETRY_TABLES
+from storage.schema import BLOCK_COLUMN, GATEWAY_COLUMNS, PARTITION_COLUMN, TELEMETRY_TABLES
 
 
 def request_key(tenant_id: str, signal: str, data: bytes) -> str:
@@ -38,13 +38,23 @@ def request_key(tenant_id: str, signal: str, data: bytes) -> str:
     return digest.hexdigest()
 
 
+def partition_key(tenant_id: str, isolation: str, retention_days: int) -> str:
+    """The GatewayPartition of a tenant's new rows: its own partitions when dedicated; when
+    shared, those of every tenant with the same retention (so the TTL drops whole parts)."""
+    if isolation == "shared":
+        return f"shared-{retention_days}d"
+    return tenant_id
+
+
 @dataclass(frozen=True)
 class RequestMark:
-    """What a request's blocks carry: its key, its size as received and the items it rejected."""
+    """What a request's blocks carry: its key, its size as received, the items it rejected,
+    and the partition its rows go to (`partition_key`)."""
 
     key: str
     body_bytes: int
     items_rejected: int
+    partition: str
 
 
 @dataclass(frozen=True)
@@ -63,10 +73,11 @@ def request_blocks(
     blocks: list[MarkedBlock] = []
     lead = True
     for batch in batches:
-        parts = split_by_partition(batch, server_tz=server_tz)
         if mark is None or batch.table not in TELEMETRY_TABLES or BLOCK_COLUMN in batch.column_names:
+            parts = split_by_partition(batch, server_tz=server_tz)
             blocks.extend(MarkedBlock(part, partitions, "") for part, partitions in parts)
             continue
+        parts = split_by_partition(batch, server_tz=server_tz, key=mark.partition)
         for index, (part, partitions) in enumerate(parts):
             if not part.rows:
                 continue
@@ -78,8 +89,9 @@ def request_blocks(
                 [part.rows] + [0] * rest,
                 [mark.body_bytes if lead else 0] + [0] * rest,
                 [mark.items_rejected if lead else 0] + [0] * rest,
+                [mark.partition] * part.rows,
             ]
             lead = False
-            marked = TableBatch(part.table, (*part.column_names, *GATEWAY_COLUMNS), columns)
+            marked = TableBatch(part.table, (*part.column_names, *GATEWAY_COLUMNS, PARTITION_COLUMN), columns)
             blocks.append(MarkedBlock(marked, partitions, block_id))
     return blocks

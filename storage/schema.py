@@ -8,6 +8,7 @@ under the table's own name, sharded by tenant, so inserts and reads use the same
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ BLOCK_ROWS_COLUMN = "GatewayBlockRows"  # the block's rows, for the writer's rec
 REQUEST_BYTES_COLUMN = "GatewayRequestBytes"
 ITEMS_REJECTED_COLUMN = "GatewayItemsRejected"
 GATEWAY_COLUMNS = (BLOCK_COLUMN, BLOCK_ROWS_COLUMN, REQUEST_BYTES_COLUMN, ITEMS_REJECTED_COLUMN)
+# The partition a row belongs to, first in PARTITION BY (migration 5, storage.requests): the
+# tenant's id for a tenant with partitions of its own (dedicated), "shared-<retention>d" for
+# tenants that share them, so that the TTL of a shared partition drops its parts whole.
+PARTITION_COLUMN = "GatewayPartition"
 # Blocks each table remembers to drop an INSERT that is the same as one it already stored
 # (the writer's own retry of an INSERT carries the same insert_deduplication_token).
 DEDUPLICATION_WINDOW = 1000
@@ -109,24 +114,29 @@ class Table:
     partition: str = "toDate({time})"
     ttl: str = "toDateTime({time}) + toIntervalDay(RetentionDays)"
     # Partitions by tenant first (so a tenant's data is dropped whole); False for tables of
-    # the gateway's own that many tenants share.
-    tenant_partitions: bool = True
+    # the gateway's own that many tenants share; "column": by PARTITION_COLUMN first.
+    tenant_partitions: bool | str = True
+
+    def storage_clause(self) -> str:
+        """PARTITION BY, ORDER BY, TTL and SETTINGS of the table."""
+        partition = self.partition.format(time=self.time_column)
+        if self.tenant_partitions == "column":
+            partition = f"({PARTITION_COLUMN}, {partition})"
+        elif self.tenant_partitions:
+            partition = f"(TenantId, {partition})"
+        return (
+            f"PARTITION BY {partition}\nORDER BY (TenantId, {self.order_by})\n"
+            f"TTL {self.ttl.format(time=self.time_column)}\nSETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"
+        )
 
     def create_statements(self, layout: Layout) -> tuple[str, ...]:
         engine = self.engine
         if layout.cluster:
             replicated = layout.replicated_engine(layout.data_table(self.name))
             engine = replicated.replace("ReplicatedMergeTree", f"Replicated{self.engine}", 1)
-        partition = self.partition.format(time=self.time_column)
-        if self.tenant_partitions:
-            partition = f"(TenantId, {partition})"
         data_table = (
             f"CREATE TABLE IF NOT EXISTS {layout.data_table(self.name)}{layout.on_cluster} ({self.body}) "
-            f"""ENGINE = {engine}
-PARTITION BY {partition}
-ORDER BY (TenantId, {self.order_by})
-TTL {self.ttl.format(time=self.time_column)}
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+            f"ENGINE = {engine}\n{self.storage_clause()}"
         )
         if not layout.cluster:
             return (data_table,)
@@ -501,6 +511,57 @@ def _deduplication_window(layout: Layout) -> tuple[str, ...]:
     )
 
 
+def _repartition(table: Table, layout: Layout) -> tuple[str, ...]:
+    """Rewrite `table` with a new PARTITION BY (ClickHouse cannot alter one): a copy in the new
+    layout, data included, takes its name. Safe to run again after a crash at any statement
+    (the views that read or fill it follow its name). One server only: in a cluster every
+    shard would have to copy its own parts (docs/OPERATIONS.md)."""
+    if layout.cluster:
+        return ()
+    copy = f"{table.name}__repartitioned"
+    return (
+        f"DROP TABLE IF EXISTS {copy}",
+        f"CREATE TABLE {copy} AS {table.name} ENGINE = {table.engine}\n{table.storage_clause()}",
+        f"INSERT INTO {copy} SELECT * FROM {table.name} SETTINGS max_partitions_per_insert_block = 0",
+        f"EXCHANGE TABLES {table.name} AND {copy}",
+        f"DROP TABLE {copy}",
+    )
+
+
+# Migration 5: telemetry partitioned by PARTITION_COLUMN (a tenant's own id, or a shared
+# partition), usage by month alone (it outlives tenants, for billing, and is never dropped by
+# tenant): partitions per table stay few with many tenants.
+_REPARTITIONED = tuple(
+    dataclasses.replace(table, tenant_partitions="column")
+    for table in (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY, _TRACE_ID_TS)
+) + (dataclasses.replace(_USAGE, tenant_partitions=False),)
+
+
+def _partition_column(layout: Layout) -> tuple[str, ...]:
+    column = f"ADD COLUMN IF NOT EXISTS {PARTITION_COLUMN} LowCardinality(String) DEFAULT TenantId CODEC(ZSTD(1))"
+    statements = []
+    for table in (*TELEMETRY_TABLES, TRACE_ID_TS_TABLE):
+        statements.append(f"ALTER TABLE {layout.data_table(table)}{layout.on_cluster} {column}")
+        if layout.cluster:
+            statements.append(f"ALTER TABLE {table}{layout.on_cluster} {column}")
+    return tuple(statements)
+
+
+def _repartition_all(layout: Layout) -> tuple[str, ...]:
+    return tuple(statement for table in _REPARTITIONED for statement in _repartition(table, layout))
+
+
+def _trace_id_ts_view_with_partition(layout: Layout) -> tuple[str, ...]:
+    # The lookup's rows go to the partition of the spans they come from.
+    view = (
+        f"CREATE MATERIALIZED VIEW {TRACE_ID_TS_VIEW}{layout.on_cluster} TO {layout.data_table(TRACE_ID_TS_TABLE)} "
+        f"AS SELECT TenantId, {PARTITION_COLUMN}, TraceId, toDateTime(min(Timestamp)) AS Start, "
+        "toDateTime(max(Timestamp)) AS End, max(RetentionDays) AS RetentionDays "
+        f"FROM {layout.data_table(TRACES_TABLE)} WHERE TraceId != '' GROUP BY TenantId, {PARTITION_COLUMN}, TraceId"
+    )
+    return (f"DROP VIEW IF EXISTS {TRACE_ID_TS_VIEW}{layout.on_cluster}", view)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "telemetry tables", (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY)),
     Migration(2, "usage metering", (_USAGE,)),
@@ -515,6 +576,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "exactly once: accepted usage from the stored rows, the ingest ledger, deduplication",
         (_LEDGER,),
         (_gateway_columns, _usage_and_ledger_views, _deduplication_window),
+    ),
+    Migration(
+        5,
+        "isolation tiers: telemetry partitioned by GatewayPartition, usage by month",
+        (),
+        (_partition_column, _trace_id_ts_view_with_partition, _repartition_all, _deduplication_window),
     ),
 )
 

@@ -10,6 +10,8 @@ from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+import storage
+from storage.tenant_data import shared_deletion_progress
 from tenants import audit, certificates, services
 from tenants.audit_export import FORMATS, AuditFilters, export_audit_log
 from tenants.console import show_secrets
@@ -51,11 +53,12 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "status", "plan", "retention_days", "created_at")
     list_filter = ("status", "plan")
     search_fields = ("name", "slug", "id")
-    readonly_fields = ("id", "status", "created_at", "updated_at")
+    readonly_fields = ("id", "status", "stored_in", "data_removal", "created_at", "updated_at")
     fields = (
         "name",
         "slug",
         "plan",
+        "isolation",
         "retention_days",
         "limit_overrides",
         "sensitive_attribute_keys",
@@ -64,6 +67,33 @@ class TenantAdmin(admin.ModelAdmin):
         *readonly_fields,
     )
     actions = ["suspend_tenants", "activate_tenants"]
+
+    @admin.display(description="New data stored in")
+    def stored_in(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        isolation = obj.effective_isolation
+        source = "this tenant's setting" if obj.isolation else ("its plan" if obj.plan_id else "the default")
+        return f"{isolation.label} (from {source})"
+
+    @admin.display(description="Removal of its data")
+    def data_removal(self, obj):
+        """For a deleted tenant: how far the deletion of its rows in shared partitions got."""
+        if obj is None or obj.status != Tenant.Status.DELETED:
+            return "-"
+        try:
+            progress = shared_deletion_progress(storage.get_store(), str(obj.id))
+        except Exception as exc:  # noqa: BLE001 - the console shows what it can
+            return f"unknown: storage cannot be read ({exc})"
+        if not progress:
+            return "done: its partitions were dropped"
+        pending = {table: p for table, p in progress.items() if not p["done"]}
+        if not pending:
+            return f"done: its rows were deleted from the shared partitions of {len(progress)} table(s)"
+        rows = sum(p["rows_left"] for p in pending.values())
+        errors = "; ".join(f"{table}: {p['error']}" for table, p in pending.items() if p["error"])
+        message = f"in progress: {rows} row(s) left in {len(pending)} of {len(progress)} table(s)"
+        return message + (f"; last error: {errors}" if errors else "")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         tenant = self.get_object(request, object_id)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from tenants.keys import hash_key, is_well_formed, visible_prefix
 from tenants.models import ApiKey, ClientCertificate, Tenant
 from tenants.origins import origin_matches
-from vocabulary import Reason, Refusal, Signal
+from vocabulary import Isolation, Reason, Refusal, Signal
 
 
 class CredentialsRefused(Refusal):
@@ -34,6 +34,7 @@ class Principal:
     sensitive_attribute_keys: tuple[str, ...] = ()
     client_certificate_id: int | None = None
     allowed_origins: tuple[str, ...] = ()  # browser origins the tenant's keys may send from
+    isolation: Isolation = Isolation.DEDICATED  # where its new rows are stored (Tenant.effective_isolation)
 
 
 # last_used_at is written at most this often per key, not on every request.
@@ -90,7 +91,7 @@ def _registered_certificate(sha256: str | None, now) -> ClientCertificate | None
     not registered (it then counts for nothing). Revoked and expired ones are refused."""
     if not sha256:
         return None
-    certificate = ClientCertificate.objects.select_related("tenant").filter(sha256=sha256).first()
+    certificate = ClientCertificate.objects.select_related("tenant", "tenant__plan").filter(sha256=sha256).first()
     if certificate is None:
         return None
     label = f"client certificate {certificate.name!r} (sha256 {sha256[:16]}…)"
@@ -150,6 +151,7 @@ def _certificate_principal(certificate: ClientCertificate) -> Principal:
         sensitive_attribute_keys=tuple(tenant.sensitive_attribute_keys or ()),
         client_certificate_id=certificate.id,
         allowed_origins=tuple(tenant.allowed_origins or ()),
+        isolation=tenant.effective_isolation,
     )
 
 
@@ -183,7 +185,7 @@ def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str
     if refusal is not None:
         raise refusal
     hashed = hash_key(api_key)
-    candidates = ApiKey.objects.select_related("tenant").filter(prefix=visible_prefix(api_key))
+    candidates = ApiKey.objects.select_related("tenant", "tenant__plan").filter(prefix=visible_prefix(api_key))
     match = None
     for candidate in candidates:
         if secrets.compare_digest(candidate.hashed_key, hashed):
@@ -205,6 +207,7 @@ def authenticate(api_key: str | None, signal: Signal, *, client_cert_sha256: str
         sensitive_attribute_keys=tuple(tenant.sensitive_attribute_keys or ()),
         client_certificate_id=certificate.id if certificate is not None else None,
         allowed_origins=tuple(tenant.allowed_origins or ()),
+        isolation=tenant.effective_isolation,
     )
 
 

@@ -198,6 +198,10 @@ def sensitive_keys(extra) -> frozenset[str]:
 def reader_for(store, tenant_id: str):
     """The tenant-scoped reader that decrypts this tenant's protected values (and only its)."""
     from storage.reader import TenantReader
+    from tenants.models import Tenant
 
     tenant_id = str(tenant_id)
+    if Tenant.objects.filter(pk=tenant_id, status=Tenant.Status.DELETED).exists():
+        # Its rows may still be in shared partitions while their deletion runs: nobody reads them.
+        raise PermissionError(f"tenant {tenant_id} is deleted; its data cannot be read")
     return TenantReader(store, tenant_id, decrypt=lambda key, value: key_ring(tenant_id).decrypt(key, value))

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from vocabulary import Isolation
+
 MAX_RETENTION_DAYS = 3650
 
 
@@ -55,6 +57,13 @@ class Tenant(models.Model):
         help_text="Accept only requests that carry both one of this tenant's API keys and a TLS client "
         "certificate registered to it (mutual TLS). Otherwise either one is enough.",
     )
+    isolation = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=[(i.value, i.label) for i in Isolation],
+        help_text="Overrides the plan's isolation for this tenant; empty: the plan's (dedicated without a "
+        "plan). New data follows a change; stored data stays where it is.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -63,6 +72,15 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slug})"
+
+    @property
+    def effective_isolation(self) -> Isolation:
+        """Where its new rows go: its own setting, else its plan's, else dedicated."""
+        if self.isolation:
+            return Isolation(self.isolation)
+        if self.plan_id is not None:
+            return Isolation(self.plan.isolation)
+        return Isolation.DEDICATED
 
 
 class ApiKey(models.Model):

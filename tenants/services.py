@@ -15,7 +15,7 @@ import storage
 from billing.limits import validate_overrides
 from billing.services import change_plan
 from storage.clickhouse import Store
-from storage.tenant_data import drop_tenant_partitions
+from storage.tenant_data import delete_shared_rows, drop_tenant_partitions
 from tenants import audit
 from tenants.audit import Actor
 from tenants.encryption import create_first_data_key, destroy_data_keys
@@ -34,6 +34,7 @@ TENANT_FIELDS = (
     "sensitive_attribute_keys",
     "allowed_origins",
     "require_client_certificate",
+    "isolation",
 )
 KEY_FIELDS = ("name", "prefix", "scopes", "expires_at", "revoked_at", "rotated_at", "grace_until", "replaced_by_id")
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
@@ -160,22 +161,25 @@ def activate_tenant(*, actor: Actor, tenant: Tenant) -> Tenant:
 
 
 def delete_tenant(*, actor: Actor, tenant: Tenant, store: Store | None = None) -> Tenant:
-    """Mark the tenant deleted, revoke its keys, destroy its data keys and drop its telemetry
-    partitions from `store` (the process's)."""
+    """Mark the tenant deleted, revoke its keys, destroy its data keys, drop its telemetry
+    partitions from `store` (the process's) and start deleting its rows in shared ones."""
     with transaction.atomic():
         _set_status(actor=actor, tenant=tenant, status=Tenant.Status.DELETED, action="tenant.deleted")
         now = timezone.now()
         for key in tenant.api_keys.filter(revoked_at__isnull=True):
             _revoke(actor=actor, key=key, now=now)
     destroy_data_keys(actor=actor, tenant=tenant)  # crypto-shredding first: copies anywhere stay unreadable
-    dropped = drop_tenant_partitions(store or storage.get_store(), str(tenant.id))
+    store = store or storage.get_store()
+    dropped = drop_tenant_partitions(store, str(tenant.id))
+    # Its rows in shared partitions: deleted in the background (the console shows how far).
+    deleting = delete_shared_rows(store, str(tenant.id))
     audit.record(
         actor=actor,
         action="tenant.data_dropped",
         target_type="tenant",
         target_id=tenant.id,
         target_repr=tenant.slug,
-        changes={"after": {"partitions_dropped": dropped}, "before": {}},
+        changes={"after": {"partitions_dropped": dropped, "shared_rows_deleting_from": deleting}, "before": {}},
     )
     return tenant
 

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import json_format
 
 from gateway.otlp.decode import REQUEST_TYPES
-from storage.schema import BLOCK_COLUMN, METRIC_TABLES, REQUEST_BYTES_COLUMN
+from storage.schema import BLOCK_COLUMN, METRIC_TABLES, PARTITION_COLUMN, REQUEST_BYTES_COLUMN
 from tests import otlp_requests
 from vocabulary import Signal
 
@@ -58,11 +58,11 @@ def _table_rows(store, tenant, table: str) -> list[tuple]:
         f"`{name}`"
         for (name,) in store.query(
             "SELECT name FROM system.columns WHERE table = {table:String} AND database = currentDatabase()"
-            " AND name NOT IN ('TenantId', {block:String}, {size:String})",
-            {"table": table, "block": BLOCK_COLUMN, "size": REQUEST_BYTES_COLUMN},
+            " AND name NOT IN ('TenantId', {block:String}, {size:String}, {partition:String})",
+            {"table": table, "block": BLOCK_COLUMN, "size": REQUEST_BYTES_COLUMN, "partition": PARTITION_COLUMN},
         ).result_rows
     ]
-    columns += [f"{BLOCK_COLUMN} != ''", f"{REQUEST_BYTES_COLUMN} != 0"]
+    columns += [f"{BLOCK_COLUMN} != ''", f"{REQUEST_BYTES_COLUMN} != 0", f"{PARTITION_COLUMN} = TenantId"]
     result = tenant.reader.query(
         f"SELECT {', '.join(columns)} FROM {table} WHERE TenantId = {{tenant_id:String}} ORDER BY tuple(*)"
     )

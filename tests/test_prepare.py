@@ -15,7 +15,7 @@ from gateway.otlp import decode, runtime
 from gateway.otlp.pipeline import Pipeline
 from gateway.otlp.prepare import PreparePool
 from storage.clickhouse import StorageUnavailable, Store
-from storage.schema import BLOCK_COLUMN, TELEMETRY_TABLES
+from storage.schema import BLOCK_COLUMN, PARTITION_COLUMN, TELEMETRY_TABLES
 from tenants.encryption import key_ring
 from tenants.keyring import PREFIX, KeyRing
 from tests import otlp_requests
@@ -49,7 +49,8 @@ def _stored(tenant) -> dict[str, list]:
     the row leads a block is kept."""
     return {
         table: tenant.rows(
-            f"SELECT * EXCEPT (TenantId, {BLOCK_COLUMN}), {BLOCK_COLUMN} != '' AS LeadsBlock FROM {table} "
+            f"SELECT * EXCEPT (TenantId, {BLOCK_COLUMN}, {PARTITION_COLUMN}), {BLOCK_COLUMN} != '' AS LeadsBlock, "
+            f"{PARTITION_COLUMN} = TenantId AS OwnPartition FROM {table} "
             "WHERE TenantId = {tenant_id:String} ORDER BY ALL"
         )
         for table in TELEMETRY_TABLES

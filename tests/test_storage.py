@@ -25,16 +25,25 @@ from tests import otlp_requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_telemetry_table_is_partitioned_and_sorted_by_tenant_first(store):
+def test_every_telemetry_table_is_partitioned_by_isolation_and_sorted_by_tenant_first(store):
+    """Partitions of a tenant's own (GatewayPartition = its id) or shared ones, by day; the
+    tenant first in every sort key. Usage, which outlives tenants for billing, by month alone."""
+    tables = (*TELEMETRY_TABLES, "otel_traces_trace_id_ts")
     rows = store.query(
         "SELECT name, partition_key, sorting_key FROM system.tables "
         "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
-        {"names": list(TELEMETRY_TABLES)},
+        {"names": list(tables)},
     ).result_rows
-    assert sorted(name for name, _, _ in rows) == sorted(TELEMETRY_TABLES)
+    assert sorted(name for name, _, _ in rows) == sorted(tables)
     for name, partition_key, sorting_key in rows:
-        assert partition_key.startswith("(TenantId, toDate("), (name, partition_key)
+        assert partition_key.startswith("(GatewayPartition, toDate("), (name, partition_key)
         assert sorting_key.startswith("TenantId, "), (name, sorting_key)
+    ((usage_partition, usage_sort),) = store.query(
+        "SELECT partition_key, sorting_key FROM system.tables WHERE database = currentDatabase() "
+        "AND name = {name:String}",
+        {"name": "gateway_usage"},
+    ).result_rows
+    assert (usage_partition, usage_sort.split(",")[0]) == ("toYYYYMM(Hour)", "TenantId")
 
 
 def test_migrations_are_recorded_and_idempotent(store):

@@ -31,7 +31,8 @@ def _request(spans: int):
 
 def _rows(store: Store, tenant_id: str) -> list[tuple]:
     return store.dangerously_query_unscoped(
-        "SELECT * EXCEPT (TenantId) FROM otel_traces WHERE TenantId = {t:String} ORDER BY SpanId, Timestamp",
+        "SELECT * EXCEPT (TenantId, GatewayPartition) FROM otel_traces WHERE TenantId = {t:String} "
+        "ORDER BY SpanId, Timestamp",
         {"t": tenant_id},
         reason="test",
     ).result_rows

@@ -14,6 +14,17 @@ class Signal(enum.StrEnum):
     LOGS = "logs"
 
 
+class Isolation(enum.StrEnum):
+    """How a tenant's rows are kept apart from other tenants' in storage."""
+
+    DEDICATED = "dedicated"  # partitions of its own: dropped whole when it is deleted
+    SHARED = "shared"  # partitions shared with other tenants, kept apart by the sort key and the reader
+
+    @property
+    def label(self) -> str:
+        return {"dedicated": "Dedicated partitions", "shared": "Shared partitions"}[self.value]
+
+
 class Outcome(enum.StrEnum):
     """How a request ended. Every request ends in exactly one."""
 

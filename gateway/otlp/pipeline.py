@@ -242,6 +242,7 @@ class Pipeline:
                         timeout=timeout,
                         body_bytes=body_bytes,
                         window=window,
+                        isolation=principal.isolation.value,
                     )
                 else:
                     prepared = prepare(
@@ -255,6 +256,7 @@ class Pipeline:
                         encode=self.batcher.encode,
                         body_bytes=body_bytes,
                         window=window,
+                        isolation=principal.isolation.value,
                     )
                 if encoding is not decode.Encoding.PROTOBUF:
                     meter.items = prepared.items

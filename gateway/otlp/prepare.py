@@ -40,7 +40,7 @@ from storage.batcher import EncodedBlock, encode_blocks
 from storage.clickhouse import RowsRejected, StorageError, StorageUnavailable, column_types, encode_native
 from storage.flatten import FLATTENERS, TABLES, TableBatch
 from storage.flatten.common import TimeWindow
-from storage.requests import RequestMark, request_key
+from storage.requests import RequestMark, partition_key, request_key
 from tenants.keyring import KeyRing
 from tenants.protect import protect
 from vocabulary import Reason, Refusal, Signal
@@ -72,6 +72,7 @@ def prepare(
     encode: Encoder,
     body_bytes: int,
     window: TimeWindow | None = None,
+    isolation: str = "dedicated",
 ) -> Prepared:
     """parse -> flatten -> protect -> encode one request's (decompressed) body: its one full
     parse. `body_bytes`: its size as received, which its rows carry for metering. Raises
@@ -88,7 +89,12 @@ def prepare(
     except (UnicodeDecodeError, DecodeError) as exc:
         raise decode.undecodable_attribute(signal, exc) from exc
     protect(flattened.batches, ring=ring, sensitive=sensitive)
-    mark = RequestMark(request_key(tenant_id, signal.value, data), body_bytes, flattened.rejected)
+    mark = RequestMark(
+        request_key(tenant_id, signal.value, data),
+        body_bytes,
+        flattened.rejected,
+        partition_key(tenant_id, isolation, retention_days),
+    )
     return Prepared(
         items, flattened.accepted, flattened.rejected, flattened.rejection_message, encode(flattened.batches, mark)
     )
@@ -107,6 +113,7 @@ class _Job:
     server_tz: Any
     window: TimeWindow | None  # item timestamps the tenant's tables keep
     body_bytes: int
+    isolation: str
 
 
 # --- in a worker process ------------------------------------------------------------------------
@@ -154,6 +161,7 @@ def _run(job: _Job) -> tuple:
             encode=_encoder(job.types, job.server_tz),
             body_bytes=job.body_bytes,
             window=job.window,
+            isolation=job.isolation,
         )
     except Refusal as exc:
         return ("refused", exc.reason.name, exc.message)
@@ -247,6 +255,7 @@ class PreparePool:
         timeout: float,
         body_bytes: int,
         window: TimeWindow | None = None,
+        isolation: str = "dedicated",
     ) -> Prepared:
         """`prepare`, in a worker process."""
         data_keys = {} if ring.current is None else {ring.current: ring.keys[ring.current]}  # encrypts
@@ -262,6 +271,7 @@ class PreparePool:
             self._server_tz(),
             window,
             body_bytes,
+            isolation,
         )
         started = time.monotonic()
         try:
