@@ -11,6 +11,8 @@ from the tenant and the request itself (its body, as decompressed):
 - before an INSERT the writer asks the ledger which of its blocks are stored already, and
   leaves them out: an exporter that sends a request again (its reply was lost, or it was told
   to retry after a write that stored part of it) stores nothing twice;
+- every row carries the partition it belongs to (`GatewayPartition`: the tenant's own, or a
+  shared one, by its isolation tier);
 - the first row of the request's first block carries what metering needs besides the rows
   (`GatewayRequestBytes`, `GatewayItemsRejected`), so the usage views count each request once
   and each stored row as one accepted item: accepted usage is what was stored, by construction.
@@ -60,7 +62,7 @@ class RequestMark:
 @dataclass(frozen=True)
 class MarkedBlock:
     batch: TableBatch
-    partitions: frozenset  # (tenant, day) pairs its rows go to (storage.partitions)
+    partitions: frozenset  # (GatewayPartition, day) pairs its rows go to (storage.partitions)
     block_id: str  # "" for rows that are not a request's (usage records)
 
 
