@@ -426,13 +426,15 @@ class Batcher:
         for pending in group:
             for block in pending.blocks:
                 if block.block_id:
-                    if block.block_id in stored:
-                        continue
+                    # Repairs first: the ledger's view may have stored the block while usage's
+                    # did not, so a block being repaired can be in the ledger already.
                     if block.block_id in self._repairing:
                         pending.error = StorageUnavailable(
                             "this request's rows are stored but their usage is not recorded yet; the gateway keeps trying"
                         )
                         pending.error.partial = True
+                        continue
+                    if block.block_id in stored:
                         continue
                     if block.block_id in owners:
                         owners[block.block_id].append(pending)
