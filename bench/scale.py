@@ -88,7 +88,6 @@ def _child(layout: str, directory: str, args: dict) -> dict:
             parameters={"a": active, "o": others, "days": args["days"]},
         )
     fill = time.perf_counter() - started
-    merge = 0.0  # one INSERT a day already makes one part per partition (and table), as merges would
     rows = client.query("SELECT count() FROM otel_traces").result_rows[0][0]
     partitions, parts = client.query(
         "SELECT uniqExact(partition), count() FROM system.parts WHERE table = 'otel_traces' AND active"
@@ -142,7 +141,6 @@ def _child(layout: str, directory: str, args: dict) -> dict:
         parts=parts,
         files=files,
         fill_s=fill,
-        merge_s=merge,
         query_ms=query_ms,
         insert_ms=sorted(insert_ms)[len(insert_ms) // 2],
         delete_s=delete_s,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from storage.flatten import TableBatch
-from storage.schema import USAGE_TABLE
+from storage.schema import USAGE_COLUMNS, USAGE_TABLE
 from vocabulary import Outcome, Signal
 
-COLUMNS = ("TenantId", "Signal", "Hour", "Outcome", "Requests", "Items", "ItemsAccepted", "Bytes")
+COLUMNS = USAGE_COLUMNS
 UNKNOWN_TENANT = ""  # requests whose key names no tenant
 
 

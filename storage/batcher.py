@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 
 from storage.clickhouse import StorageError, StorageUnavailable, Store
 from storage.flatten import TableBatch
-from storage.partitions import MAX_PARTITIONS_PER_INSERT
+from storage.partitions import MAX_PARTITIONS_PER_INSERT, batch_tenant
 from storage.requests import RequestMark, request_blocks
 from storage.schema import (
     BLOCK_COLUMN,
@@ -45,6 +45,7 @@ from storage.schema import (
     REQUEST_BYTES_COLUMN,
     TABLE_SIGNALS,
     TELEMETRY_TABLES,
+    USAGE_COLUMNS,
     USAGE_TABLE,
 )
 
@@ -79,17 +80,10 @@ def encode_blocks(
             encode(block.batch),
             block.partitions,
             block.block_id,
-            _tenant(block.batch),
+            batch_tenant(block.batch),
         )
         for block in request_blocks(batches, mark=mark, server_tz=server_tz)
     ]
-
-
-def _tenant(batch: TableBatch) -> str:
-    if "TenantId" not in batch.column_names:
-        return ""
-    column = batch.columns[batch.column_names.index("TenantId")]
-    return column[0] if column else ""
 
 
 @dataclass
@@ -591,7 +585,7 @@ class Batcher:
             for tenant_id, block_id, rows, body_bytes, rejected in missing:
                 usage = TableBatch(
                     USAGE_TABLE,
-                    ("TenantId", "Signal", "Hour", "Outcome", "Requests", "Items", "ItemsAccepted", "Bytes"),
+                    USAGE_COLUMNS,
                     [
                         [tenant_id],
                         [TABLE_SIGNALS[table]],

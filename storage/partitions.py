@@ -17,7 +17,10 @@ MAX_PARTITIONS_PER_INSERT = 100
 _NS_PER_DAY = 86_400 * 10**9
 
 
-def _tenant(batch: TableBatch) -> str:
+def batch_tenant(batch: TableBatch) -> str:
+    """The tenant of a batch's rows ("" for a batch without TenantId or rows)."""
+    if "TenantId" not in batch.column_names:
+        return ""
     column = batch.columns[batch.column_names.index("TenantId")]
     return column[0] if column else ""
 
@@ -40,7 +43,7 @@ def split_by_partition(
     time_column = DAY_PARTITIONED_TIME_COLUMNS.get(batch.table)
     if time_column is None or not batch.rows:
         return [(batch, frozenset())]
-    tenant = key if key is not None else _tenant(batch)
+    tenant = key if key is not None else batch_tenant(batch)
     times = batch.columns[batch.column_names.index(time_column)]
     low, high = min(times), max(times)
     if (high - low) // _NS_PER_DAY + 2 <= limit:  # the usual case: a few days at most, whatever the zone

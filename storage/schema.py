@@ -25,6 +25,8 @@ EXP_HISTOGRAM_TABLE = "otel_metrics_exponential_histogram"
 SUMMARY_TABLE = "otel_metrics_summary"
 METRIC_TABLES = (GAUGE_TABLE, SUM_TABLE, HISTOGRAM_TABLE, EXP_HISTOGRAM_TABLE, SUMMARY_TABLE)
 USAGE_TABLE = "gateway_usage"
+# What a usage record holds (billing.metering writes them; so do the views, and the writer's reconcile).
+USAGE_COLUMNS = ("TenantId", "Signal", "Hour", "Outcome", "Requests", "Items", "ItemsAccepted", "Bytes")
 # The Collector exporter's trace-id lookup (first and last time of each trace), filled from
 # otel_traces by a materialized view; Grafana's trace view reads it.
 TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"

@@ -333,3 +333,17 @@ def test_rows_stored_without_their_views_are_metered_at_the_next_start(store, te
     assert batcher.reconcile() == 0
     assert _metered(tenant) == {"accepted": (1, 5, 5, 123)}
     assert batcher.ledger.stored(blocks) == {block.block_id for block in blocks}
+
+
+def test_the_same_request_twice_in_one_insert_is_stored_once(store, tenant):
+    """A request sent again while the first copy is still queued: both are in one flush, the
+    block is written once, and both are answered as stored."""
+    from storage.batcher import _Pending
+
+    batcher = Batcher(store)
+    body = _request(3, 8)
+    first, again = _Pending(_blocks(batcher, tenant, body)), _Pending(_blocks(batcher, tenant, body))
+    batcher._flush([first, again])
+    assert first.error is None and again.error is None and first.done.is_set() and again.done.is_set()
+    assert _stored_by_trace(tenant) == {8: 3}
+    assert _metered(tenant) == {"accepted": (1, 3, 3, 123)}

@@ -11,6 +11,7 @@ import pytest
 from billing.models import Plan
 from storage.tenant_data import shared_deletion_progress, tenant_stored_bytes
 from tenants.audit import Actor
+from tenants.encryption import reader_for
 from tenants.models import AuditEvent, Tenant
 from tenants.services import delete_tenant
 from tests import otlp_requests
@@ -105,6 +106,8 @@ def test_deleting_a_shared_tenant_deletes_its_rows_and_nobody_elses(store, make_
     assert "otel_traces" in shared_deletion_progress(store, victim_id)
     assert rows(victim_id) == 0
     assert neighbour.count("otel_traces") == 4
+    with pytest.raises(PermissionError):  # the gateway's reader refuses a deleted tenant
+        reader_for(store, victim_id)
     event = AuditEvent.objects.filter(action="tenant.data_dropped", target_id=victim_id).get()
     assert "otel_traces" in event.changes["after"]["shared_rows_deleting_from"]
 

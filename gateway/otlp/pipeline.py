@@ -80,7 +80,7 @@ class _Meter:
         self.record(refusal.reason.outcome, tenant_id=refusal.tenant_id)
         return ExportResult.refused(self.signal, refusal, principal=self.principal, body_bytes=self.body_bytes)
 
-    def record(self, outcome: Outcome, *, tenant_id: str | None = None, items_accepted: int = 0) -> None:
+    def record(self, outcome: Outcome, *, tenant_id: str | None = None) -> None:
         if self.done:
             return
         self.done = True
@@ -92,7 +92,7 @@ class _Meter:
                     signal=self.signal,
                     outcome=outcome,
                     items=self.items,
-                    items_accepted=items_accepted,
+                    items_accepted=0,
                     body_bytes=self.body_bytes,
                 )
             ]
@@ -269,7 +269,7 @@ class Pipeline:
                     # Nothing to store (an empty request, or every item rejected): its usage
                     # record is all there is to write.
                     meter.items = prepared.items
-                    meter.record(outcome, items_accepted=0)
+                    meter.record(outcome)
         except StorageError as exc:
             log.error("tenant %s %s export not stored: %s", principal.tenant_slug, signal, exc)
             if not exc.retryable:
