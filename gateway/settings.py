@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -101,32 +100,39 @@ TEMPLATES = [
 ]
 
 
+_SQLITE = "django.db.backends.sqlite3"
+_POSTGRESQL = "django.db.backends.postgresql"
+
+
 def _database(url: str | None) -> dict:
+    """DATABASE_URL (parsed by dj-database-url): `sqlite:////absolute/path.sqlite3`, or
+    `postgres://user:password@host:5432/name?sslmode=require`; unset, SQLite in the data dir."""
+    import dj_database_url
+
     if not url:
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(DATA_DIR / "gateway.sqlite3"),
+        url = f"sqlite:///{DATA_DIR / 'gateway.sqlite3'}"
+    try:
+        database = dj_database_url.parse(url)
+    except ValueError as exc:  # an unknown scheme (UnknownSchemeError is a ValueError), a bad port
+        raise ValueError(f"DATABASE_URL must be sqlite:///path or postgres://...: {exc}") from exc
+    if database["ENGINE"] == _SQLITE:
+        name = Path(database["NAME"])
+        database.update(
             # IMMEDIATE: a transaction takes the write lock when it begins, so two threads that
             # read then write (audit appends, key creation) wait for each other instead of
             # failing with "database is locked".
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            OPTIONS={"timeout": 20, "transaction_mode": "IMMEDIATE", **database.get("OPTIONS", {})},
             # Every request reads its API key; a thread keeps its connection rather than opening
             # (and closing) one per request.
-            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 600),
-            "TEST": {"NAME": str(DATA_DIR / "test-gateway.sqlite3")},
-        }
-    parsed = urlparse(url)
-    if parsed.scheme not in {"postgres", "postgresql"}:
-        raise ValueError(f"DATABASE_URL must be postgres://..., got scheme {parsed.scheme!r}")
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parsed.path.lstrip("/") or "postgres",
-        "USER": unquote(parsed.username or ""),
-        "PASSWORD": unquote(parsed.password or ""),
-        "HOST": parsed.hostname or "",
-        "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
-    }
+            CONN_MAX_AGE=env_int("DATABASE_CONN_MAX_AGE", 600),
+            TEST={"NAME": str(name.with_name(f"test-{name.name}"))},
+        )
+    elif database["ENGINE"] == _POSTGRESQL:
+        database.update(CONN_MAX_AGE=env_int("DATABASE_CONN_MAX_AGE", 60), CONN_HEALTH_CHECKS=True)
+        database["NAME"] = database["NAME"] or "postgres"
+    else:
+        raise ValueError(f"DATABASE_URL must be sqlite:///path or postgres://..., got engine {database['ENGINE']}")
+    return database
 
 
 DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
@@ -189,8 +195,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.RolePermissions"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 100,
+    # ?limit= (default 100, at most 1000) and ?offset=, bounded: tenants.api.pagination.
+    "DEFAULT_PAGINATION_CLASS": "tenants.api.pagination.Pages",
     # ?format= names the audit export's file format, not a renderer.
     "URL_FORMAT_OVERRIDE": None,
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -111,9 +112,25 @@ class TenantAdmin(admin.ModelAdmin):
                 services.update_tenant(actor=_actor(request), tenant=Tenant.objects.get(pk=obj.pk), **values)
             else:
                 values.pop("name", None), values.pop("slug", None)
-                _adopt(obj, services.create_tenant(actor=_actor(request), name=obj.name, slug=obj.slug, **values))
+                with transaction.atomic():
+                    tenant = services.create_tenant(actor=_actor(request), name=obj.name, slug=obj.slug, **values)
+                    issued = services.issue_key(actor=_actor(request), tenant=tenant)
+                request._issued_secrets = [
+                    (f"{issued.api_key.prefix}… ({issued.api_key.name}) of {tenant.slug}", issued.secret)
+                ]
+                _adopt(obj, tenant)
         except ValueError as exc:
             raise PermissionDenied(str(exc)) from exc
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """A new tenant's first API key, shown once, as the key page shows a new key."""
+        return show_secrets(
+            request,
+            title=f"Tenant {obj.slug} created with its first API key",
+            secrets=request._issued_secrets,
+            back_url=reverse("admin:tenants_tenant_change", args=[obj.pk]),
+            note="Give this key to the tenant's exporters (the x-api-key header); more keys: API keys, Add.",
+        )
 
     def delete_model(self, request, obj):
         services.delete_tenant(actor=_actor(request), tenant=obj)

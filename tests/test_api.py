@@ -11,6 +11,8 @@ import yaml
 from openapi_spec_validator import validate
 from rest_framework.test import APIClient
 
+from billing.limits import SIGNAL_FIELDS, TENANT_FIELDS
+from tenants.api.pagination import Pages
 from tenants.audit import Actor
 from tenants.authentication import CredentialsRefused, authenticate
 from tenants.models import ApiKey, AuditEvent, Tenant
@@ -54,7 +56,8 @@ def test_tenant_and_key_lifecycle(admin_api):
     secret = key.json()["secret"]
     assert authenticate(secret, Signal.LOGS).tenant_slug == "acme-corp"
     listed = admin_api.get("/api/v1/tenants/acme-corp/keys/").json()
-    assert [k["prefix"] for k in listed] == [key.json()["prefix"]] and "secret" not in listed[0]
+    assert listed["count"] == 1 and "secret" not in listed["results"][0]
+    assert [k["prefix"] for k in listed["results"]] == [key.json()["prefix"]]
     assert secret not in admin_api.get(f"/api/v1/keys/{key.json()['id']}/").content.decode()
 
     patched = admin_api.patch("/api/v1/tenants/acme-corp/", {"retention_days": 60}, format="json")
@@ -103,6 +106,63 @@ def test_bad_requests_get_clear_errors(admin_api):
     bad_time = admin_api.get("/api/v1/audit-events/", {"since": "yesterday"})
     assert bad_time.status_code == 400 and "ISO 8601" in str(bad_time.json())
     assert admin_api.get("/api/v1/tenants/nobody/").status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "field", "words"),
+    [
+        ("/api/v1/audit-events/?offset=9223372036854775808", "offset", "from 0 to"),
+        ("/api/v1/tenants/?offset=9223372036854775808", "offset", "from 0 to"),
+        ("/api/v1/keys/?limit=-1", "limit", "from 0 to 1000"),
+        ("/api/v1/invoices/?limit=ten", "limit", "not a whole number"),
+        ("/api/v1/audit-events/?since=2026-02-30T10:00:00Z", "since", "ISO 8601"),
+        ("/api/v1/audit-events/?until=2026-02-10T25:00:00Z", "until", "ISO 8601"),
+        ("/api/v1/audit-events/?since=2026-02-10T10:00:00%2B25:00", "since", "ISO 8601"),
+        ("/api/v1/tenants/taken/usage/?since=0999-01-01", "since", "outside 1970-01-02"),
+    ],
+)
+def test_numbers_and_times_out_of_range_are_400(admin_api, url, field, words):
+    """Each of these was once a 500 (the paginator's OFFSET beyond int64, a time that does not
+    exist); now a 400 naming the parameter and what it takes."""
+    create_tenant_with_key(actor=SYSTEM, name="Taken", slug="taken")
+    response = admin_api.get(url)
+    assert response.status_code == 400, response.content
+    assert words in str(response.json()[field])
+
+
+@pytest.mark.django_db
+def test_pages_are_capped_and_every_list_is_paginated(admin_api, monkeypatch):
+    for number in range(3):
+        create_tenant_with_key(actor=SYSTEM, name=f"T{number}", slug=f"t{number}")
+    monkeypatch.setattr(Pages, "max_limit", 4)  # the cap (1000), made small enough to reach
+    for limit in (100000, 2**63):  # capped, not refused
+        page = admin_api.get("/api/v1/audit-events/", {"limit": limit}).json()
+        assert page["count"] >= 6 and len(page["results"]) == 4
+    monkeypatch.undo()
+    keys = admin_api.get("/api/v1/tenants/t1/keys/", {"limit": 1}).json()
+    assert keys["count"] == 1 and len(keys["results"]) == 1
+    schema = yaml.safe_load(admin_api.get("/api/v1/schema/").content)
+    limit = next(p for p in schema["paths"]["/api/v1/audit-events/"]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == 1000
+
+
+@pytest.mark.django_db
+def test_limit_overrides_are_typed_and_checked(admin_api):
+    create_tenant_with_key(actor=SYSTEM, name="Taken", slug="taken")
+    url = "/api/v1/tenants/taken/"
+    ok = admin_api.patch(url, {"limit_overrides": {"traces": {"items_per_second": 5}}}, format="json")
+    assert ok.status_code == 200 and ok.json()["limit_overrides"] == {"traces": {"items_per_second": 5}}
+    too_big = admin_api.patch(url, {"limit_overrides": {"max_request_bytes": 2**63}}, format="json")
+    assert too_big.status_code == 400 and "max_request_bytes" in too_big.json()["limit_overrides"]
+    misspelt = admin_api.patch(url, {"limit_overrides": {"traces": {"items_per_sec": 5}}}, format="json")
+    assert misspelt.status_code == 400 and "items_per_sec" in str(misspelt.json())
+    retention = admin_api.patch(url, {"retention_days": 2**63 - 1}, format="json")
+    assert retention.status_code == 400 and "retention_days" in retention.json()
+    schema = yaml.safe_load(admin_api.get("/api/v1/schema/").content)["components"]["schemas"]
+    assert set(schema["LimitOverrides"]["properties"]) == {*TENANT_FIELDS, "traces", "metrics", "logs"}
+    assert set(schema["SignalLimits"]["properties"]) == set(SIGNAL_FIELDS)
+    assert schema["ApiKey"]["properties"]["replaced_by"]["nullable"] is True
 
 
 @pytest.mark.django_db(transaction=True)

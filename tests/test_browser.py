@@ -82,9 +82,11 @@ def test_admin_and_auditor_in_the_console(browser, live_server, console_user, sh
     page.fill("#id_slug", "browser-co")
     page.fill("#id_sensitive_attribute_keys", '["user.email"]')
     page.click("input[name=_save]")
-    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
-    page.screenshot(path=shots / "02-tenant-added.png", full_page=True)
+    first_key = page.locator("code.new-secret").inner_text()  # the tenant's first key, shown once
+    assert SECRET.fullmatch(first_key)
+    page.screenshot(path=shots / "02-tenant-added-with-its-key.png", full_page=True)
     tenant = Tenant.objects.get(slug="browser-co")
+    assert first_key.startswith(ApiKey.objects.get(tenant=tenant).prefix)
 
     page.goto(f"{base}/admin/tenants/apikey/add/")
     page.select_option("#id_tenant", str(tenant.pk))
@@ -94,16 +96,16 @@ def test_admin_and_auditor_in_the_console(browser, live_server, console_user, sh
     assert SECRET.fullmatch(secret)
     page.screenshot(path=shots / "03-key-shown-once.png", full_page=True)
     page.click("text=I have stored it")
-    expect(page.locator("#result_list")).to_contain_text(ApiKey.objects.get(tenant=tenant).prefix)
+    expect(page.locator("#result_list")).to_contain_text(ApiKey.objects.get(tenant=tenant, name="production").prefix)
     assert secret not in page.content()
     page.screenshot(path=shots / "04-key-list.png", full_page=True)
 
-    page.check("input[name=_selected_action]")
+    page.check(f"input[name=_selected_action][value='{ApiKey.objects.get(tenant=tenant, name='production').pk}']")
     page.select_option("select[name=action]", "revoke_keys")
     page.click("button[name=index]")
     expect(page.locator(".messagelist")).to_contain_text("1 key(s) revoked")
     page.screenshot(path=shots / "05-key-revoked.png", full_page=True)
-    assert ApiKey.objects.get(tenant=tenant).state == "revoked"
+    assert ApiKey.objects.get(tenant=tenant, name="production").state == "revoked"
     page.click("#logout-form button")
 
     _login(page, base, auditor)

@@ -34,9 +34,13 @@ def test_admin_creates_tenant_and_key_and_sees_it_once(console_user):
         reverse("admin:tenants_tenant_add"),
         {"name": "Acme", "slug": "acme", "retention_days": 30, "sensitive_attribute_keys": '["user.email"]'},
     )
-    assert response.status_code == 302
+    # The new tenant's first key, shown once on the page that answers the form.
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     tenant = Tenant.objects.get(slug="acme")
     assert tenant.sensitive_attribute_keys == ["user.email"]
+    first = SECRET.findall(response.content.decode())
+    assert len(set(first)) == 1 and ApiKey.objects.get(tenant=tenant).prefix in first[0]
+    assert first[0] not in client.get(reverse("admin:tenants_tenant_change", args=[tenant.pk])).content.decode()
 
     page = client.post(
         reverse("admin:tenants_apikey_add"), {"tenant": tenant.pk, "name": "prod", "scopes": ["traces", "metrics"]}
@@ -44,13 +48,19 @@ def test_admin_creates_tenant_and_key_and_sees_it_once(console_user):
     assert page.status_code == 200 and "no-store" in page["Cache-Control"]
     secrets_shown = SECRET.findall(page.content.decode())
     assert len(set(secrets_shown)) == 1
-    key = ApiKey.objects.get(tenant=tenant)
+    key = ApiKey.objects.get(tenant=tenant, name="prod")
     assert secrets_shown[0].startswith(key.prefix) and key.scopes == ["traces", "metrics"]
     for url in (reverse("admin:tenants_apikey_changelist"), reverse("admin:tenants_apikey_change", args=[key.pk])):
         assert secrets_shown[0] not in client.get(url).content.decode()
     assert list(AuditEvent.objects.filter(actor="user:gateway-admin").values_list("action", flat=True).order_by("seq"))[
-        -2:
-    ] == ["tenant.created", "key.created"]
+        -3:
+    ] == ["tenant.created", "key.created", "key.created"]
+
+
+def test_favicon_is_served():
+    response = Client().get("/favicon.ico")
+    assert response.status_code == 200 and response["Content-Type"] == "image/x-icon"
+    assert response.content[:4] == b"\x00\x00\x01\x00"  # an ICO file's header
 
 
 def test_revoke_and_rotate_actions(console_user):

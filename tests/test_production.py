@@ -125,6 +125,44 @@ def test_migrate_on_start_defaults_to_embedded_only(monkeypatch):
         assert migrate_on_start(Store("https://u:p@clickhouse:8443/db")) is True
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "sqlite:////srv/gateway/db.sqlite3",
+            {"ENGINE": "django.db.backends.sqlite3", "NAME": "/srv/gateway/db.sqlite3"},
+        ),
+        (
+            "postgres://gw:p%40ss@db.internal:6432/gateway?sslmode=require",
+            {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "gateway",
+                "USER": "gw",
+                "PASSWORD": "p@ss",
+                "HOST": "db.internal",
+                "PORT": 6432,
+                "OPTIONS": {"sslmode": "require"},
+            },
+        ),
+        ("postgresql://db.internal/", {"ENGINE": "django.db.backends.postgresql", "NAME": "postgres"}),
+    ],
+)
+def test_database_url_takes_sqlite_and_postgresql(monkeypatch, url, expected):
+    monkeypatch.setenv("DATABASE_URL", url)
+    database = runpy.run_path(str(ROOT / "gateway" / "settings.py"))["DATABASES"]["default"]
+    assert expected.items() <= database.items(), database
+    if "sqlite" in url:
+        assert database["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+        assert database["TEST"]["NAME"] == "/srv/gateway/test-db.sqlite3"
+
+
+def test_database_url_of_another_kind_is_refused_with_what_is_taken(monkeypatch):
+    for url in ("mysql://root@localhost/gw", "nonsense://x"):
+        monkeypatch.setenv("DATABASE_URL", url)
+        with pytest.raises(ValueError, match="DATABASE_URL must be sqlite:///path or postgres://"):
+            runpy.run_path(str(ROOT / "gateway" / "settings.py"))
+
+
 # --- PostgreSQL and Redis ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def postgres_database():

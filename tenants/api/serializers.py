@@ -2,12 +2,49 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from billing.limits import MAX_LIMIT
 from billing.models import Plan
 from tenants.models import ApiKey, AuditEvent, Tenant
 from tenants.services import ALL_SCOPES
 
 
+def _limit(name: str) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, max_value=MAX_LIMIT, required=False, help_text=f"{name}; 0: no limit")
+
+
+class _Strict(serializers.Serializer):
+    """An object whose every key is a known one: a misspelt limit is refused, not ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: f"unknown limit; use {list(self.fields)}" for key in unknown})
+        return dict(super().to_internal_value(data))
+
+
+class SignalLimitsSerializer(_Strict):
+    items_per_second = _limit("items per second")
+    burst_items = _limit("items a tenant may send at once above its rate")
+    requests_per_second = _limit("requests per second")
+    items_per_day = _limit("items per UTC day")
+    bytes_per_day = _limit("bytes per UTC day")
+    bytes_per_second = _limit("bytes per second, as received")
+    burst_bytes = _limit("bytes a tenant may send at once above its byte rate")
+
+
+class LimitOverridesSerializer(_Strict):
+    """The tenant's own limits over its plan's (billing.limits)."""
+
+    max_request_bytes = _limit("largest request body, as received")
+    stored_bytes = _limit("most bytes stored")
+    traces = SignalLimitsSerializer(required=False)
+    metrics = SignalLimitsSerializer(required=False)
+    logs = SignalLimitsSerializer(required=False)
+
+
 class TenantSerializer(serializers.ModelSerializer):
+    limit_overrides = LimitOverridesSerializer(required=False)
     plan = serializers.SlugRelatedField(slug_field="slug", queryset=Plan.objects.all(), required=False, allow_null=True)
     sensitive_attribute_keys = serializers.ListField(child=serializers.CharField(max_length=256), required=False)
     allowed_origins = serializers.ListField(
@@ -39,7 +76,9 @@ class TenantSerializer(serializers.ModelSerializer):
 
 class ApiKeySerializer(serializers.ModelSerializer):
     tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    replaced_by = serializers.SlugRelatedField(slug_field="prefix", read_only=True)
+    replaced_by = serializers.SlugRelatedField(
+        slug_field="prefix", read_only=True, allow_null=True, help_text="The key that replaced this one when rotated."
+    )
 
     class Meta:
         model = ApiKey

@@ -67,7 +67,7 @@ class TenantViewSet(viewsets.ModelViewSet):
         return Response(s.TenantSerializer(tenant).data)
 
     @extend_schema(parameters=USAGE_PARAMETERS, responses=USAGE_RESPONSES)
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def usage(self, request, slug=None):
         """Items, bytes and requests per day, signal and outcome (JSON, or CSV with ?format=csv)."""
         return tenant_usage_response(request, self.get_object())
@@ -92,7 +92,8 @@ class TenantViewSet(viewsets.ModelViewSet):
         if request.method == "GET":
             if not request.user.has_perm("tenants.view_apikey"):
                 return Response({"detail": "needs permission to view API keys"}, status=status.HTTP_403_FORBIDDEN)
-            return Response(s.ApiKeySerializer(tenant.api_keys.all(), many=True).data)
+            page = self.paginate_queryset(tenant.api_keys.select_related("tenant", "replaced_by"))
+            return self.get_paginated_response(s.ApiKeySerializer(page, many=True).data)
         if not request.user.has_perm("tenants.add_apikey"):
             return Response({"detail": "needs permission to add API keys"}, status=status.HTTP_403_FORBIDDEN)
         body = s.ApiKeyCreateSerializer(data=request.data)
@@ -147,7 +148,10 @@ def _filters(params) -> AuditFilters:
     for name in ("since", "until"):
         raw = params.get(name)
         if raw:
-            moment = parse_datetime(raw)
+            try:
+                moment = parse_datetime(raw)
+            except ValueError:  # well formed, but no such time: 2026-02-30, 25:00, +25:00
+                moment = None
             if moment is None or moment.tzinfo is None:
                 raise ValidationError({name: f"{raw!r} is not an ISO 8601 time with a zone, e.g. 2026-11-20T00:00:00Z"})
             moments[name] = moment
