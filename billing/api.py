@@ -17,7 +17,7 @@ from rest_framework.response import Response
 import storage
 from billing.documents import invoice_download
 from billing.models import Invoice, InvoiceLine
-from billing.usage import daily_usage
+from billing.usage import daily_usage, refusals
 from storage.clickhouse import StorageUnavailable
 from tenants.models import Tenant
 
@@ -87,6 +87,40 @@ def _day(params, name: str, default):
         # The usage table's hours are ClickHouse DateTime values: 1970 to 2105.
         raise ValidationError({name: f"{raw} is outside {FIRST_DAY:%Y-%m-%d} .. {LAST_DAY:%Y-%m-%d}"})
     return day
+
+
+class RefusalsSerializer(serializers.Serializer):
+    key_prefix = serializers.CharField(help_text="Visible prefix of the key presented; '' when none of ours was")
+    key_name = serializers.CharField(allow_null=True, help_text="The key's name, when it is one of this tenant's")
+    signal = serializers.CharField()
+    outcome = serializers.CharField()
+    reason = serializers.CharField()
+    requests = serializers.IntegerField()
+    items = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    first_at = serializers.DateTimeField(help_text="Start of the first minute with such a refusal")
+    last_at = serializers.DateTimeField()
+    message = serializers.CharField(help_text="The latest message the sender was given")
+
+
+REFUSALS_PARAMETERS = [
+    OpenApiParameter("since", OpenApiTypes.DATE, description="first day (UTC), default 6 days ago"),
+    OpenApiParameter("until", OpenApiTypes.DATE, description="day after the last, default tomorrow"),
+]
+
+
+def tenant_refusals_response(request, tenant: Tenant):
+    """The tenant's refused requests by key, signal and reason (30 days are kept), latest first."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = _day(request.query_params, "since", today - timedelta(days=6))
+    until = _day(request.query_params, "until", today + timedelta(days=1))
+    try:
+        rows = refusals(storage.get_store(), str(tenant.id), since=since, until=until)
+    except StorageUnavailable as exc:
+        return Response({"detail": f"refusals are not available right now: {exc}"}, status=503)
+    names = dict(tenant.api_keys.values_list("prefix", "name"))
+    data = [{**row.__dict__, "key_name": names.get(row.key_prefix)} for row in rows]
+    return Response(RefusalsSerializer(data, many=True).data)
 
 
 USAGE_PARAMETERS = [

@@ -21,6 +21,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
+    checks = readiness()
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+def readiness() -> dict[str, str]:
+    """Each dependency's state, "ok" or what is wrong (for /readyz and the console's overview)."""
     checks = {}
     try:
         with connection.cursor() as cursor:
@@ -41,8 +48,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:
         checks["clickhouse"] = f"error: {exc.__class__.__name__}"
     checks["clickhouse_writes"] = _writes(store)
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    return checks
 
 
 def _writes(store) -> str:

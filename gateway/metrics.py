@@ -14,6 +14,7 @@ import hmac
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 # prometheus_client chooses per-process or multiprocess storage when a metric is first created;
@@ -194,6 +195,45 @@ def exposition_registry() -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry)
         return registry
     return REGISTRY
+
+
+@dataclass(frozen=True)
+class WriterState:
+    """The storage writer as its metrics tell it, since the processes started (every worker's,
+    in multiprocess mode): what the console's overview shows."""
+
+    queue_depth: int
+    inserts: int
+    failed_inserts: int
+    insert_mean_ms: float | None
+    insert_p95_ms: float | None  # the upper bound of the bucket the 95th percentile falls in
+
+
+def writer_state() -> WriterState:
+    depth, buckets, total, count, failed = 0.0, {}, 0.0, 0, 0
+    for family in exposition_registry().collect():
+        for sample in family.samples:
+            if sample.name == "otlp_gateway_batcher_queue_depth":
+                depth += sample.value
+            elif sample.name == "otlp_gateway_clickhouse_insert_duration_seconds_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0) + sample.value
+            elif sample.name == "otlp_gateway_clickhouse_insert_duration_seconds_sum":
+                total += sample.value
+            elif sample.name == "otlp_gateway_clickhouse_insert_duration_seconds_count":
+                count += int(sample.value)
+                if sample.labels.get("result") == "failed":
+                    failed += int(sample.value)
+    p95 = None
+    if count:
+        p95 = next((bound * 1000 for bound, seen in sorted(buckets.items()) if seen >= 0.95 * count), None)
+    return WriterState(
+        queue_depth=int(depth),
+        inserts=count,
+        failed_inserts=failed,
+        insert_mean_ms=total / count * 1000 if count else None,
+        insert_p95_ms=p95,
+    )
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -59,7 +59,13 @@ DEDUPLICATION_WINDOW = 1000
 # Every table that holds a tenant's data: reads of these must be tenant-scoped, and deleting a
 # tenant drops its partitions of each.
 TENANT_DATA_TABLES = (*TELEMETRY_TABLES, TRACE_ID_TS_TABLE)
-TENANT_TABLES = (*TENANT_DATA_TABLES, USAGE_TABLE)
+# Refused requests per tenant, key, signal, reason and minute, with the latest message
+# (migration 6): what the console shows an admin of why a tenant's exporters fail. 30 days.
+REFUSALS_TABLE = "gateway_refusals"
+REFUSALS_DAYS = 30
+REFUSAL_COLUMNS = ("TenantId", "Minute", "Signal", "Outcome", "Reason", "KeyPrefix", "Requests", "Items", "Bytes")
+REFUSAL_MESSAGE_COLUMNS = ("Message", "LastAt")
+TENANT_TABLES = (*TENANT_DATA_TABLES, USAGE_TABLE, REFUSALS_TABLE)
 
 
 # A cluster name or a `{macro}`; it is quoted into DDL, so nothing else is allowed.
@@ -454,6 +460,32 @@ _LEDGER = Table(
 )
 
 
+# One row per tenant, minute, signal, outcome, reason and key; merges sum the counts and keep
+# the latest message (readers aggregate with sum(), max(LastAt), argMax(Message, LastAt)).
+# A flood of refused requests costs one row per request until merged, as usage does.
+_REFUSALS = Table(
+    name=REFUSALS_TABLE,
+    time_column="Minute",
+    order_by="Minute, Signal, Outcome, Reason, KeyPrefix",
+    engine="AggregatingMergeTree",
+    partition="toYYYYMM({time})",
+    ttl="{time} + toIntervalDay(" + str(REFUSALS_DAYS) + ")",
+    tenant_partitions=False,
+    body="""
+    TenantId LowCardinality(String),
+    Minute DateTime,
+    Signal LowCardinality(String),
+    Outcome LowCardinality(String),
+    Reason LowCardinality(String),
+    KeyPrefix String,
+    Requests SimpleAggregateFunction(sum, UInt64),
+    Items SimpleAggregateFunction(sum, UInt64),
+    Bytes SimpleAggregateFunction(sum, UInt64),
+    Message SimpleAggregateFunction(anyLast, String),
+    LastAt SimpleAggregateFunction(max, DateTime64(3))""",
+)
+
+
 def _gateway_columns(layout: Layout) -> tuple[str, ...]:
     columns = (
         f"ADD COLUMN IF NOT EXISTS {BLOCK_COLUMN} String DEFAULT '' CODEC(ZSTD(1)), "
@@ -509,7 +541,9 @@ def _deduplication_window(layout: Layout) -> tuple[str, ...]:
         return ()
     return tuple(
         f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
-        for table in (*TENANT_TABLES, LEDGER_TABLE)
+        # The tables that exist by migration 5. The refusals table (6) needs none: nothing
+        # written to it is ever sent twice on purpose.
+        for table in (*TENANT_DATA_TABLES, USAGE_TABLE, LEDGER_TABLE)
     )
 
 
@@ -585,6 +619,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (),
         (_partition_column, _trace_id_ts_view_with_partition, _repartition_all, _deduplication_window),
     ),
+    Migration(6, "refused requests by key and reason, with their latest message", (_REFUSALS,)),
 )
 
 # The day-partitioned telemetry tables' time columns: a block of rows for one of them spans one

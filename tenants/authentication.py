@@ -155,6 +155,12 @@ def _certificate_principal(certificate: ClientCertificate) -> Principal:
     )
 
 
+def presented_prefix(api_key: str | None) -> str:
+    """The visible prefix of a key as presented, for the console's refusal log: '' when it is not
+    one of ours in form (whatever else a sender put there is not kept)."""
+    return visible_prefix(api_key) if api_key and is_well_formed(api_key) else ""
+
+
 def refuse_without_lookup(api_key: str | None) -> CredentialsRefused | None:
     """The refusal for a key that is missing or not one of ours, found without the database (the
     gRPC server asks before it reads a call's message); None when only a lookup can tell."""

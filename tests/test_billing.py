@@ -183,7 +183,7 @@ def test_usage_and_invoices_in_the_console_and_the_api(make_tenant, http_url, co
     client = Client()
     client.force_login(admin_user)
     page = client.get(reverse("admin:tenants_tenant_change", args=[tenant.tenant.pk])).content.decode()
-    assert "traces</strong>: 5 accepted, 0 rejected" in page and 'class="usage-chart"' in page
+    assert "traces</strong>: 5 accepted, 0 refused" in page and 'class="usage-chart"' in page
     assert "logs items today: 3 of 4 (75%)" in page
     assert f"{invoice.period} — {invoice.total} USD (draft)" in page
     csv_download = client.get(reverse("admin:billing_invoice_download", args=[invoice.pk, "csv"]))

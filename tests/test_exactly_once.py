@@ -310,7 +310,7 @@ def test_migration_4_brings_a_version_3_database_up_to_date_with_its_data(tmp_pa
     from tests.test_serve import run_script
 
     result = run_script(_MIGRATE_FROM_VERSION_3, tmp_path)
-    assert result["applied"] == [4, 5]
+    assert result["applied"] == [4, 5, 6]
     new_trace = otlp_requests.TRACE_ID.hex()
     assert result["traces"] == sorted([[new_trace, 3, 1], ["trace-old", 12, 0]])
     assert result["usage"] == [[2, 15, 15, 900 + result["body"]]]

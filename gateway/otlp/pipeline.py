@@ -16,14 +16,14 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 from google.protobuf.message import Message
 
 from billing.admission import Admission
-from billing.metering import usage_batch
+from billing.metering import refusal_batch, usage_batch
 from gateway.otlp import decode
 from gateway.otlp.count import count_items
 from gateway.otlp.prepare import PreparePool, prepare
 from storage.batcher import Batcher
 from storage.clickhouse import StorageError
 from storage.flatten.common import DEFAULT_FUTURE_GRACE_SECONDS, TimeWindow
-from tenants.authentication import Principal, authenticate, check_origin
+from tenants.authentication import Principal, authenticate, check_origin, presented_prefix
 from tenants.encryption import key_ring, sensitive_keys
 from vocabulary import Outcome, Reason, Refusal, Signal
 
@@ -70,6 +70,7 @@ class _Meter:
     def __init__(self, batcher: Batcher, signal: Signal):
         self.batcher, self.signal = batcher, signal
         self.principal: Principal | None = None
+        self.key_prefix = ""  # of the key presented, known or not (never the key itself)
         self.items = self.body_bytes = 0
         self.done = False
 
@@ -77,26 +78,37 @@ class _Meter:
         self.done = True
 
     def refused(self, refusal: Refusal) -> ExportResult:
-        self.record(refusal.reason.outcome, tenant_id=refusal.tenant_id)
+        self.record(refusal.reason.outcome, tenant_id=refusal.tenant_id, refusal=refusal)
         return ExportResult.refused(self.signal, refusal, principal=self.principal, body_bytes=self.body_bytes)
 
-    def record(self, outcome: Outcome, *, tenant_id: str | None = None) -> None:
+    def record(self, outcome: Outcome, *, tenant_id: str | None = None, refusal: Refusal | None = None) -> None:
         if self.done:
             return
         self.done = True
         tenant_id = self.principal.tenant_id if self.principal else tenant_id
-        self.batcher.write_later(
-            [
-                usage_batch(
+        batches = [
+            usage_batch(
+                tenant_id=tenant_id,
+                signal=self.signal,
+                outcome=outcome,
+                items=self.items,
+                items_accepted=0,
+                body_bytes=self.body_bytes,
+            )
+        ]
+        if refusal is not None:
+            key_prefix = self.principal.key_prefix if self.principal else self.key_prefix
+            batches.append(
+                refusal_batch(
                     tenant_id=tenant_id,
                     signal=self.signal,
-                    outcome=outcome,
+                    refusal=refusal,
+                    key_prefix=key_prefix,
                     items=self.items,
-                    items_accepted=0,
                     body_bytes=self.body_bytes,
                 )
-            ]
-        )
+            )
+        self.batcher.write_later(batches)
 
 
 def _is_cache_outage(exc: Exception) -> bool:
@@ -158,6 +170,7 @@ class Pipeline:
         and of `gateway_origins` (a browser may have cached a preflight from before its origin
         was removed there)."""
         meter = _Meter(self.batcher, signal)
+        meter.key_prefix = presented_prefix(api_key)
         try:
             principal = self.authenticate(api_key, signal, client_cert_sha256=client_cert_sha256)
             meter.principal = principal

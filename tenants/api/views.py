@@ -15,7 +15,14 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from billing.api import USAGE_PARAMETERS, USAGE_RESPONSES, tenant_usage_response
+from billing.api import (
+    REFUSALS_PARAMETERS,
+    USAGE_PARAMETERS,
+    USAGE_RESPONSES,
+    RefusalsSerializer,
+    tenant_refusals_response,
+    tenant_usage_response,
+)
 from tenants import audit, services
 from tenants.api import serializers as s
 from tenants.audit_export import FORMATS, AuditFilters, export_audit_log, public_key_pem
@@ -37,7 +44,13 @@ class TenantViewSet(viewsets.ModelViewSet):
     queryset = Tenant.objects.select_related("plan").all()
     serializer_class = s.TenantSerializer
     lookup_field = "slug"
-    action_permissions = {"suspend": "change", "activate": "change", "keys": "view", "usage": "view"}
+    action_permissions = {
+        "suspend": "change",
+        "activate": "change",
+        "keys": "view",
+        "usage": "view",
+        "refusals": "view",
+    }
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -71,6 +84,13 @@ class TenantViewSet(viewsets.ModelViewSet):
     def usage(self, request, slug=None):
         """Items, bytes and requests per day, signal and outcome (JSON, or CSV with ?format=csv)."""
         return tenant_usage_response(request, self.get_object())
+
+    @extend_schema(parameters=REFUSALS_PARAMETERS, responses=RefusalsSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def refusals(self, request, slug=None):
+        """Refused requests by key, signal and reason, with the latest message each got: what the
+        tenant's exporters need to fix."""
+        return tenant_refusals_response(request, self.get_object())
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
