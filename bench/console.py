@@ -1,6 +1,7 @@
 """The console and the REST API with many tenants: each list page's time, queries and size.
 
-Fills a fresh SQLite database (its own data dir) with --tenants tenants on a few plans, a key
+Fills a fresh SQLite database and chDB (its own data dir; GATEWAY_DATA_DIR of an earlier run is
+reused as it was filled) with --tenants tenants on a few plans, a key
 each, and --events audit events, then asks every console list page and REST list as a Gateway
 admin, the best of --repeat tries.
 
@@ -34,6 +35,9 @@ from django.utils import timezone  # noqa: E402
 
 PAGES = [
     ("console: home (overview)", "/admin/"),
+    ("console: home, 7 days, by refused", "/admin/?period=7d&o=refused"),
+    ("console: home, 30 days, failing only", "/admin/?period=30d&failing=1"),
+    ("console: home, by name, searched", "/admin/?o=name&q=tenant-00"),
     ("console: tenants", "/admin/tenants/tenant/"),
     ("console: tenants, searched", "/admin/tenants/tenant/?q=tenant-0042"),
     ("console: API keys", "/admin/tenants/apikey/"),
@@ -51,6 +55,7 @@ PAGES = [
     ("API: keys", "/api/v1/keys/"),
     ("API: audit events", "/api/v1/audit-events/"),
     ("API: audit events, 1000", "/api/v1/audit-events/?limit=1000"),
+    ("API: a tenant's refusals", "/api/v1/tenants/tenant-00042/refusals/"),
 ]
 
 
@@ -76,6 +81,34 @@ def fill(tenants: int, events: int) -> None:
                 ApiKey(tenant=tenant, name="default", prefix=new.prefix, hashed_key=new.hashed, scopes=["traces"])
             )
         ApiKey.objects.bulk_create(keys, batch_size=2000)
+    # Usage: every tenant sent every signal each hour of the last day, a tenth of them refused.
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    import storage
+    from storage.schema import USAGE_COLUMNS, USAGE_TABLE
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    chance = random.Random(1)
+    usage = []
+    for tenant_id in Tenant.objects.values_list("id", flat=True):
+        for back in range(24):
+            for signal in ("traces", "metrics", "logs"):
+                refused = chance.random() < 0.1
+                items = chance.randint(1, 5000)
+                usage.append(
+                    (
+                        str(tenant_id),
+                        signal,
+                        hour - timedelta(hours=back),
+                        "invalid" if refused else "accepted",
+                        1,
+                        items,
+                        0 if refused else items,
+                        items * 100,
+                    )
+                )
+    storage.get_store()._get_client().insert(USAGE_TABLE, usage, column_names=list(USAGE_COLUMNS))
     # Audit events: the chain is appended through tenants.audit, one transaction per 1000.
     done = AuditEvent.objects.count()
     while done < events:
@@ -102,18 +135,23 @@ def main() -> None:
 
     storage.get_store().migrate()
     started = time.perf_counter()
-    fill(args.tenants, args.events)
-    print(f"filled {args.tenants} tenants and {args.events} audit events in {time.perf_counter() - started:.0f} s")
+    from tenants.models import Tenant
+
+    if Tenant.objects.count() < args.tenants:  # GATEWAY_DATA_DIR of an earlier run: filled already
+        fill(args.tenants, args.events)
+    print(
+        f"filled {args.tenants} tenants (24 hours of usage each) and {args.events} audit events"
+        f" in {time.perf_counter() - started:.0f} s"
+    )
 
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
     from tenants.audit import Actor
-    from tenants.models import Tenant
     from tenants.roles import GATEWAY_ADMIN
     from tenants.services import create_console_token
 
-    user = get_user_model().objects.create_user("bench-admin", password="x", is_staff=True)
+    user, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_staff": True})
     user.groups.add(Group.objects.get(name=GATEWAY_ADMIN))
     console = Client()
     console.force_login(user)

@@ -10,7 +10,7 @@ import storage
 from storage.clickhouse import Store
 from storage.reader import TenantReader
 from storage.schema import REFUSALS_TABLE, USAGE_TABLE
-from vocabulary import Outcome
+from vocabulary import Outcome, Signal
 
 ACCEPTED = (Outcome.ACCEPTED.value, Outcome.PARTIALLY_ACCEPTED.value)
 
@@ -91,24 +91,49 @@ def refusals(store: Store, tenant_id: str, *, since: datetime, until: datetime) 
     ]
 
 
-@dataclass
+OUTCOMES = tuple(outcome.value for outcome in Outcome)
+SIGNALS = tuple(signal.value for signal in Signal)
+NO_REQUESTS, NEVER = (0,) * len(OUTCOMES), (0,) * len(SIGNALS)
+
+
 class TenantActivity:
-    """One tenant's requests and items in a period, across signals (the console's overview)."""
+    """One tenant's requests and items in a period, across signals (the console's overview).
+    Built for each of 10,000 tenants per page view, so it keeps the numbers as read."""
 
-    tenant_id: str
-    requests: dict[str, int]  # by outcome
-    items: int = 0
-    items_accepted: int = 0
-    bytes: int = 0
-    last_hour: dict[str, datetime] | None = None  # by signal: the last hour it sent any
+    __slots__ = (
+        "tenant_id",
+        "counts",
+        "requests_total",
+        "requests_refused",
+        "items",
+        "items_accepted",
+        "bytes",
+        "hours",
+    )
+
+    def __init__(
+        self,
+        tenant_id: str,
+        counts=NO_REQUESTS,
+        total=0,
+        refused=0,
+        items=0,
+        accepted=0,
+        size=0,
+        hours=NEVER,
+    ):
+        self.tenant_id, self.counts, self.requests_total, self.requests_refused = tenant_id, counts, total, refused
+        self.items, self.items_accepted, self.bytes, self.hours = items, accepted, size, hours
 
     @property
-    def requests_total(self) -> int:
-        return sum(self.requests.values())
+    def requests(self) -> dict[str, int]:
+        """Requests by outcome (those with any)."""
+        return {outcome: n for outcome, n in zip(OUTCOMES, self.counts) if n}
 
     @property
-    def requests_refused(self) -> int:
-        return sum(n for outcome, n in self.requests.items() if outcome not in ACCEPTED)
+    def last_hour(self) -> dict[str, int]:
+        """By signal, the last hour (Unix seconds) in which the tenant sent any."""
+        return {signal: hour for signal, hour in zip(SIGNALS, self.hours) if hour}
 
     @property
     def refused_share(self) -> float:
@@ -117,28 +142,20 @@ class TenantActivity:
 
 def activity_by_tenant(store: Store, *, since: datetime, until: datetime) -> dict[str, TenantActivity]:
     """Every tenant's activity in [since, until), from the usage table: one read across tenants,
-    for the operators' overview only (tenant ids; '' holds senders no key identified)."""
+    for the operators' overview only (tenant ids; '' holds senders no key identified). Summed in
+    ClickHouse to one row per tenant: 10,000 tenants are 10,000 rows, not one per outcome and
+    signal; hours come as seconds and ids as plain strings, which decode in half the time."""
+    per_outcome = ", ".join(f"sumIf(Requests, Outcome = '{o}')" for o in OUTCOMES)
+    per_signal = ", ".join(f"toUInt32(maxIf(Hour, Signal = '{s}' AND Requests > 0))" for s in SIGNALS)
     result = store.dangerously_query_unscoped(
-        "SELECT TenantId, Signal, Outcome, sum(Requests), sum(Items), sum(ItemsAccepted), sum(Bytes), max(Hour)"
+        f"SELECT toString(TenantId), [{per_outcome}], sum(Requests), sumIf(Requests, Outcome NOT IN"
+        f" {{accepted:Array(String)}}), sum(Items), sum(ItemsAccepted), sum(Bytes), [{per_signal}]"
         f" FROM {USAGE_TABLE} WHERE Hour >= {{since:DateTime('UTC')}} AND Hour < {{until:DateTime('UTC')}}"
-        " GROUP BY TenantId, Signal, Outcome",
-        {"since": _utc(since), "until": _utc(until)},
+        " GROUP BY TenantId",
+        {"since": _utc(since), "until": _utc(until), "accepted": list(ACCEPTED)},
         reason="console overview: activity per tenant",
     )
-    activity: dict[str, TenantActivity] = {}
-    for tenant_id, signal, outcome, requests, items, accepted, size, hour in result.result_rows:
-        row = activity.setdefault(tenant_id, TenantActivity(tenant_id, {}, last_hour={}))
-        row.requests[outcome] = row.requests.get(outcome, 0) + int(requests)
-        row.items += int(items)
-        row.items_accepted += int(accepted)
-        row.bytes += int(size)
-        hour = _aware(hour)
-        if hour > row.last_hour.get(signal, FIRST_MOMENT):
-            row.last_hour[signal] = hour
-    return activity
-
-
-FIRST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+    return {row[0]: TenantActivity(*row) for row in result.result_rows}
 
 
 def _aware(moment: datetime) -> datetime:

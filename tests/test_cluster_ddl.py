@@ -23,6 +23,7 @@ from storage.schema import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
     PLAIN,
+    REFUSALS_TABLE,
     TENANT_TABLES,
     USAGE_TABLE,
     Layout,
@@ -46,6 +47,9 @@ def _creates(layout: Layout) -> list[str]:
     ]
 
 
+ENGINES = {USAGE_TABLE: "SummingMergeTree", REFUSALS_TABLE: "AggregatingMergeTree"}
+
+
 def _created_name(statement: str) -> str:
     return re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", statement).group(1)
 
@@ -54,7 +58,7 @@ def test_plain_layout_creates_one_mergetree_table_per_telemetry_table():
     statements = _creates(PLAIN)
     assert sorted(_created_name(s) for s in statements) == sorted((*TENANT_TABLES, LEDGER_TABLE))
     for statement in statements:
-        assert "ENGINE = MergeTree\n" in statement or "ENGINE = SummingMergeTree\n" in statement
+        assert re.search(r"ENGINE = (|Summing|Aggregating)MergeTree\n", statement), statement
         assert "ON CLUSTER" not in statement and "Distributed" not in statement and "Replicated" not in statement
     assert migrations_table_statement(PLAIN).endswith("ENGINE = MergeTree ORDER BY version")
 
@@ -67,7 +71,7 @@ def test_cluster_layout_creates_replicated_local_tables_then_distributed_tables_
     for local, distributed in zip(statements[::2], statements[1::2]):
         table = _created_name(distributed)
         assert local.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local ON CLUSTER 'gw' (")
-        family = "SummingMergeTree" if table == USAGE_TABLE else "MergeTree"
+        family = ENGINES.get(table, "MergeTree")
         assert (
             f"ENGINE = Replicated{family}('/clickhouse/tables/{{shard}}/{{database}}/{table}_local', '{{replica}}')"
             in local
@@ -82,7 +86,7 @@ def test_cluster_local_tables_have_exactly_the_plain_tables_columns_keys_and_ttl
     plain = {_created_name(s): s for s in _creates(PLAIN)}
     for local in _creates(CLUSTER)[::2]:
         table = _created_name(local).removesuffix("_local")
-        family = "SummingMergeTree" if table == USAGE_TABLE else "MergeTree"
+        family = ENGINES.get(table, "MergeTree")
         engine = CLUSTER.replicated_engine(f"{table}_local").replace("ReplicatedMergeTree", f"Replicated{family}")
         as_plain = local.replace(f"{table}_local ON CLUSTER 'gw'", table, 1).replace(engine, family, 1)
         assert as_plain == plain[table]
@@ -175,6 +179,6 @@ def test_cluster_ddl_is_valid_clickhouse_and_distributed_tables_mirror_their_loc
             "Distributed",
             f"Distributed('gw', 'default', '{table}_local', cityHash64(TenantId))",
         ]
-        assert result["tables"][f"{table}_local"][0] == ("SummingMergeTree" if table == USAGE_TABLE else "MergeTree")
+        assert result["tables"][f"{table}_local"][0] == ENGINES.get(table, "MergeTree")
         assert result["columns"][table] == result["columns"][f"{table}_local"]
         assert result["columns"][table][0] == ["TenantId", "LowCardinality(String)"]

@@ -138,6 +138,7 @@ def test_the_objects_each_values_file_renders(rendered):
                 "NetworkPolicy/-grpc",
                 "NetworkPolicy/-http",
                 "ServiceMonitor/",
+                "ConfigMap/-dashboards",
             ]
         )
         # Replicas belong to the autoscaler.
@@ -345,3 +346,55 @@ def test_connection_and_call_caps_reach_the_pods():
 
     assert env("gw-otlp-gateway-http")["GATEWAY_HTTP_MAX_CONNECTIONS"] == "300"
     assert env("gw-otlp-gateway-grpc")["GATEWAY_GRPC_MAX_IN_FLIGHT"] == "64"
+
+
+def _exposed_series() -> dict[str, set[str]]:
+    """Every series name the gateway exposes, with the labels it carries (from its own metric
+    definitions, registered in a registry of their own)."""
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import GatewayMetrics
+
+    registry = CollectorRegistry()
+    GatewayMetrics(registry=registry, tenant_label=False)
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+    series = {}
+    for family in registry.collect():
+        labels = set(getattr(registry._names_to_collectors[family.name + suffixes[family.type][0]], "_labelnames", ()))
+        for suffix in suffixes[family.type]:
+            series[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return series
+
+
+def test_grafana_dashboard_ships_for_the_sidecar_and_queries_real_series():
+    import json
+    import re
+
+    objects = render("production")
+    config_map = by_kind(objects, "ConfigMap")["gw-otlp-gateway-dashboards"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Telemetry"}
+    dashboard = json.loads(config_map["data"]["otlp-gateway.json"])
+    assert dashboard["uid"] == "otlp-gateway"
+    titles = " | ".join(panel["title"] for panel in dashboard["panels"])
+    for topic in ("Items accepted", "by reason", "latency", "writer queue", "INSERT latency"):
+        assert topic.lower() in titles.lower(), titles
+
+    exposed = _exposed_series()
+    checked = 0
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        for target in panel["targets"]:
+            expr = target["expr"]
+            names = re.findall(r"\b(otlp_gateway_[a-z_]+)\b", expr)
+            assert names, expr
+            for name in names:
+                assert name in exposed, f"{panel['title']}: {name} is not a series the gateway exposes"
+                grouped = re.findall(r"by \(([^)]*)\)", expr)
+                used = {label.strip() for group in grouped for label in group.split(",")}
+                used |= set(re.findall(r"([a-z_]+)\s*(?:=~|!~|!=|=)\s*\"", expr))
+                assert used - {"namespace"} <= exposed[name], f"{panel['title']}: {used - exposed[name]}"
+                checked += 1
+    assert checked >= 10
+    # Off by default: a cluster without Grafana's sidecar gets no ConfigMap it does not use.
+    assert "gw-otlp-gateway-dashboards" not in by_kind(render("default"), "ConfigMap")
