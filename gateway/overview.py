@@ -53,10 +53,6 @@ class TenantRow:
         ]
 
     @property
-    def last_seen_ts(self) -> int:
-        return max(self.activity.hours)
-
-    @property
     def refused_by_outcome(self) -> list[tuple[str, int]]:
         counts = [(o.value, self.activity.requests.get(o.value, 0)) for o in REFUSED]
         return [(outcome, n) for outcome, n in counts if n]
@@ -80,6 +76,17 @@ def _rows(activities: list[TenantActivity]) -> list[TenantRow]:
     return [_row(tenants[a.tenant_id], by_id, by_id[a.tenant_id]) for a in activities if a.tenant_id in tenants]
 
 
+def _first_rows(activities: list[TenantActivity], count: int = 10) -> list[TenantRow]:
+    """The first `count` of `activities` whose tenant is in the database (usage outlives a tenant
+    row removed from it), read a hundred at a time."""
+    rows: list[TenantRow] = []
+    for start in range(0, len(activities), 100):
+        rows += _rows(activities[start : start + 100])
+        if len(rows) >= count:
+            break
+    return rows[:count]
+
+
 def _period(params) -> tuple[str, datetime, datetime]:
     key = params.get("period") if params.get("period") in PERIODS else "24h"
     until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
@@ -98,9 +105,8 @@ def context(params) -> dict:
     # Every tenant's, and the unidentified senders'.
     columns = [one.counts for one in activity.values()] + ([unknown.counts] if unknown else [])
     totals = dict(zip(OUTCOMES, [sum(column) for column in zip(*columns)] or [0] * len(OUTCOMES)))
-    # A few more than shown: usage outlives a tenant row removed from the database.
-    failing = _rows(sorted((a for a in activity.values() if a.requests_refused), key=ORDERS["refused"][1])[:50])[:10]
-    top = _rows(sorted((a for a in activity.values() if a.items), key=ORDERS["items"][1])[:50])[:10]
+    failing = _first_rows(sorted((a for a in activity.values() if a.requests_refused), key=ORDERS["refused"][1]))
+    top = _first_rows(sorted((a for a in activity.values() if a.items), key=ORDERS["items"][1]))
 
     query = (params.get("q") or "").strip()
     failing_only = bool(params.get("failing"))
