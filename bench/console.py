@@ -59,7 +59,7 @@ PAGES = [
 ]
 
 
-def fill(tenants: int, events: int) -> None:
+def fill(tenants: int, events: int, usage_days: int) -> None:
     from billing.models import Plan
     from tenants.audit import Actor, record
     from tenants.keys import generate_key
@@ -81,7 +81,7 @@ def fill(tenants: int, events: int) -> None:
                 ApiKey(tenant=tenant, name="default", prefix=new.prefix, hashed_key=new.hashed, scopes=["traces"])
             )
         ApiKey.objects.bulk_create(keys, batch_size=2000)
-    # Usage: every tenant sent every signal each hour of the last day, a tenth of them refused.
+    # Usage: every tenant sent every signal each hour of the last --usage-days days, a tenth refused.
     import random
     from datetime import UTC, datetime, timedelta
 
@@ -108,7 +108,14 @@ def fill(tenants: int, events: int) -> None:
                         items * 100,
                     )
                 )
-    storage.get_store()._get_client().insert(USAGE_TABLE, usage, column_names=list(USAGE_COLUMNS))
+    client = storage.get_store()._get_client()
+    client.insert(USAGE_TABLE, usage, column_names=list(USAGE_COLUMNS))
+    if usage_days > 1:  # the same day again for each day before it, copied inside ClickHouse
+        client.command(
+            f"INSERT INTO {USAGE_TABLE} SELECT TenantId, Signal, Hour - toIntervalDay(back), Outcome, Requests,"
+            f" Items, ItemsAccepted, Bytes FROM {USAGE_TABLE} ARRAY JOIN range(1, {usage_days}) AS back"
+            " SETTINGS max_partitions_per_insert_block = 0"
+        )
     # Audit events: the chain is appended through tenants.audit, one transaction per 1000.
     done = AuditEvent.objects.count()
     while done < events:
@@ -129,6 +136,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--usage-days", type=int, default=1, help="days of hourly usage per tenant and signal")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     import storage
@@ -138,9 +146,9 @@ def main() -> None:
     from tenants.models import Tenant
 
     if Tenant.objects.count() < args.tenants:  # GATEWAY_DATA_DIR of an earlier run: filled already
-        fill(args.tenants, args.events)
+        fill(args.tenants, args.events, args.usage_days)
     print(
-        f"filled {args.tenants} tenants (24 hours of usage each) and {args.events} audit events"
+        f"filled {args.tenants} tenants ({args.usage_days} days of usage each) and {args.events} audit events"
         f" in {time.perf_counter() - started:.0f} s"
     )
 
