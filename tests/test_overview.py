@@ -101,6 +101,7 @@ def test_overview_tenant_page_and_api_show_what_was_stored_and_what_was_refused(
     assert f"{prefix}… (default) traces invalid (undecodable) 2" in refusals
     assert f"{prefix}… (default) logs invalid (undecodable) 1" in refusals
     assert "Wire format was corrupt" in refusals and "JSON" in refusals  # the messages the exporter got
+    assert "otlp_gateway" not in refusals  # no name of the gateway's own parser types
     keys = _text(tenant_page[tenant_page.index('id="tenant-keys"') :])
     assert f"{prefix}… default active" in keys and "never" not in keys.split("Issue another key")[0]
 

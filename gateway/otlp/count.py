@@ -9,6 +9,8 @@ schema, so it counts what a full parse would find (tests/test_count.py checks bo
 
 from __future__ import annotations
 
+import re
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
@@ -76,6 +78,7 @@ def _skeletons() -> dict[Signal, type]:
 
 
 _SKELETONS = _skeletons()
+_PARSER_PREFIX = re.compile(r"^Error parsing message with type '[^']*'(: )?")
 
 
 def count_items(signal: Signal, data: bytes) -> int:
@@ -85,7 +88,10 @@ def count_items(signal: Signal, data: bytes) -> int:
     try:
         skeleton.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError, RecursionError) as exc:
-        raise Refusal(Reason.UNDECODABLE, f"body is not a valid {_NAMES[signal]} protobuf: {exc}") from exc
+        # Without the parser's "Error parsing message with type '<our skeleton>'": the sender
+        # knows no such type.
+        why = _PARSER_PREFIX.sub("", str(exc)) or "it cannot be parsed"
+        raise Refusal(Reason.UNDECODABLE, f"body is not a valid {_NAMES[signal]} protobuf: {why}") from exc
     return decode.item_count(signal, skeleton)  # the skeleton has the same field names
 
 
