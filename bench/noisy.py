@@ -5,8 +5,10 @@
 Starts `manage.py serve` on a fresh data directory with two tenants. The quiet tenant sends
 `--quiet-rate` requests/s of `--quiet-spans` spans over gRPC, paced, its latency measured from
 each request's scheduled time. It does so alone, then while the noisy tenant sends requests of
-`--noisy-spans` spans over gRPC in a closed loop with `--noisy-concurrency` requests in flight
-(as much as the gateway takes: ten times the quiet tenant's volume and more). Prints the quiet
+`--noisy-spans` spans over gRPC, in a closed loop with `--noisy-concurrency` requests in flight
+(as much as the gateway takes: 20-30 times the quiet tenant's volume on a 2-core machine), or
+with `--noisy-rate`, paced at that many requests/s (10 is ten times the quiet tenant's volume
+with the defaults). Prints the quiet
 tenant's p50/p99 in both phases and their ratio, and the noisy tenant's throughput. The
 noisy concurrency stays under the gRPC server's threads (16), so what is measured is the queue
 in front of the prepare workers and the writer, not the server's thread pool.
@@ -62,12 +64,21 @@ def _quiet(port: int, key: str, bodies: list[bytes], rate: float, duration: floa
     return sorted(latencies)
 
 
-def _noisy(port: int, key: str, bodies: list[bytes], concurrency: int, stop: threading.Event, sent: list) -> None:
+def _noisy(
+    port: int, key: str, bodies: list[bytes], concurrency: int, rate: float | None, stop: threading.Event, sent: list
+) -> None:
+    """`concurrency` senders in a closed loop, or with `rate`, paced at `rate` requests/s in all."""
     send = _sender("grpc", port, key)
+    start = time.monotonic()
 
     def loop(t: int) -> None:
         k = 0
         while not stop.is_set():
+            if rate:
+                planned = start + (k * concurrency + t) / rate
+                time.sleep(max(0.0, planned - time.monotonic()))
+                if stop.is_set():
+                    break
             send(unique(bodies[(t + k) % len(bodies)], (1 << 50) | (t << 32) | k))
             k += 1
         sent.append(k)
@@ -90,6 +101,9 @@ def main() -> int:
     parser.add_argument("--quiet-spans", type=int, default=100)
     parser.add_argument("--noisy-spans", type=int, default=1000)
     parser.add_argument("--noisy-concurrency", type=int, default=12)
+    parser.add_argument(
+        "--noisy-rate", type=float, default=None, help="requests/s of the noisy tenant, paced (default: a closed loop)"
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     quiet_bodies = [build_request(rng, args.quiet_spans).SerializeToString() for _ in range(10)]
@@ -103,7 +117,8 @@ def main() -> int:
         alone = _quiet(gateway.grpc_port, quiet_key, quiet_bodies, args.quiet_rate, args.duration, 2 << 40)
         stop, sent = threading.Event(), []
         noisy = threading.Thread(
-            target=_noisy, args=(gateway.grpc_port, gateway.key, noisy_bodies, args.noisy_concurrency, stop, sent)
+            target=_noisy,
+            args=(gateway.grpc_port, gateway.key, noisy_bodies, args.noisy_concurrency, args.noisy_rate, stop, sent),
         )
         noisy.start()
         time.sleep(2)  # the noisy tenant's backlog builds up

@@ -285,6 +285,10 @@ GATEWAY_BATCH_MAX_ROWS = env_int("GATEWAY_BATCH_MAX_ROWS", 50_000)
 # chDB to write and merge: +6% spans/s at the benchmark's maximum). A request alone is not held.
 GATEWAY_BATCH_LINGER_MS = env_int("GATEWAY_BATCH_LINGER_MS", 15)
 GATEWAY_BATCH_WAIT_MS = env_int("GATEWAY_BATCH_WAIT_MS", 0)
+# While more than one tenant is sending, an INSERT takes at most this many rows of each, tenants
+# least recently written first (storage.batcher): one tenant's backlog then neither fills every
+# INSERT nor makes another tenant's rows wait behind a long one.
+GATEWAY_BATCH_FAIR_ROWS = env_int("GATEWAY_BATCH_FAIR_ROWS", 2_000)
 GATEWAY_STORE_TIMEOUT_SECONDS = env_int("GATEWAY_STORE_TIMEOUT_SECONDS", 30)
 # Worker processes that flatten, protect and encode requests (gateway.otlp.prepare), so that
 # Python work is not bound to one GIL. Unset: one per CPU available in the embedded mode, where

@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,6 +136,9 @@ RETRY_PAUSES = (0.05, 0.2, 0.5)
 REPAIR_INTERVAL = 2.0
 REPAIR_SECONDS = 3600.0
 MAX_REPAIRS = 100
+# A tenant whose rows were written this recently is active: while another is too, an INSERT
+# takes at most `Batcher.fair_rows` rows of each.
+FAIR_WINDOW_SECONDS = 1.0
 # How far back `Batcher.reconcile` looks, in parts written (or merged) that recently.
 RECONCILE_MINUTES = 60
 
@@ -193,6 +197,7 @@ class Batcher:
         max_rows: int = 50_000,
         linger_seconds: float = 0.002,
         wait_seconds: float = 0.0,
+        fair_rows: int = 2_000,
         observer: BatcherObserver | None = None,
     ):
         self.store = store
@@ -214,6 +219,14 @@ class Batcher:
         self._repairs: list[_Repair] = []
         self._repairing: set[str] = set()
         self.ledger = IngestLedger(store)
+        # Writer thread only: requests taken from the queue and not yet written, by tenant (in
+        # the order they came), their rows, when each tenant's rows were last written, and
+        # drain()'s markers with the requests each waits for.
+        self.fair_rows = fair_rows
+        self._held: dict[str, deque[_Pending]] = {}
+        self._held_rows = 0
+        self._served: dict[str, float] = {}
+        self._markers: list[tuple[_Pending, list[_Pending]]] = []
 
     def start(self) -> None:
         with self._lock:
@@ -346,34 +359,52 @@ class Batcher:
             raise
 
     def _run(self) -> None:
+        stop = False
         while True:
-            try:
-                first = self._queue.get(timeout=self._next_repair_in())
-            except queue.Empty:
-                self._repair()
-                continue
-            if first is _WAKE:
-                continue
-            if first is _STOP:
-                self._repair(final=True)
-                return
-            group, stop = self._collect(first)
-            self.observer.queue_depth(self._queue.qsize())
+            if not self._held:
+                if stop:
+                    self._repair(final=True)
+                    return
+                try:
+                    first = self._queue.get(timeout=self._next_repair_in())
+                except queue.Empty:
+                    self._repair()
+                    continue
+                if first is _WAKE:
+                    continue
+                if first is _STOP:
+                    stop = True
+                    continue
+                self._hold(first)
+                if first.blocks:
+                    self.observer.collecting(rows=first.rows)
+                stop = self._collect(linger=True)
+            elif not stop:  # a backlog: what has arrived joins it, nothing is waited for
+                stop = self._collect(linger=False)
+            group = self._take_fair()
+            self.observer.queue_depth(self._queue.qsize() + self._held_requests())
             self._repair()
-            self._flush(group)
-            if stop:
-                self._repair(final=True)
-                return
+            if group:
+                self._flush(group)
+            self._release_markers()
 
-    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        """`first` and what joins it: everything queued; until the linger runs out, the rows of
-        requests still preparing them; and until the wait runs out, whatever arrives."""
-        group, rows = [first], first.rows
-        self.observer.collecting(rows=rows)
+    def _hold(self, pending: _Pending) -> None:
+        if not pending.blocks:  # drain()'s marker: done once what was held before it is
+            self._markers.append((pending, [held for queue_ in self._held.values() for held in queue_]))
+            return
+        self._held.setdefault(pending.blocks[0].tenant_id, deque()).append(pending)
+        self._held_rows += pending.rows
+
+    def _held_requests(self) -> int:
+        return sum(len(queue_) for queue_ in self._held.values())
+
+    def _collect(self, *, linger: bool) -> bool:
+        """Hold what is queued, and with `linger`: until the linger runs out, the rows of requests
+        still preparing them; until the wait runs out, whatever arrives. True once told to stop."""
         started = time.monotonic()
-        wait_until = started + self.wait_seconds
-        linger_until = max(wait_until, started + self.linger_seconds)
-        while rows < self.max_rows:
+        wait_until = started + (self.wait_seconds if linger else 0.0)
+        linger_until = max(wait_until, started + (self.linger_seconds if linger else 0.0))
+        while self._held_rows < self.max_rows:
             with self._expected_lock:
                 nothing_coming = self._expected <= 0 and self._queue.empty()
             remaining = (wait_until if nothing_coming else linger_until) - time.monotonic()
@@ -390,10 +421,48 @@ class Batcher:
             if item is _WAKE:
                 continue
             if item is _STOP:
-                return group, True
-            group.append(item)
-            rows += item.rows
-        return group, False
+                return True
+            self._hold(item)
+        return False
+
+    def _take_fair(self) -> list[_Pending]:
+        """The requests of the next INSERT, from those held: tenants least recently written
+        first; while more than one tenant is active, at most `fair_rows` rows of each (a request
+        larger than that goes alone). One tenant's backlog then neither fills every INSERT nor
+        keeps another tenant's rows out of the next one. (Every INSERT costs chDB about the
+        same fixed time whatever its rows, docs/BENCHMARKS.md: an INSERT of its own per tenant
+        would cost the busy tenant throughput and spare the others little.)"""
+        now = time.monotonic()
+        for tenant, at in list(self._served.items()):
+            if now - at > FAIR_WINDOW_SECONDS:
+                del self._served[tenant]
+        contended = len(self._served.keys() | self._held.keys()) > 1
+        share = self.fair_rows if contended else self.max_rows
+        group: list[_Pending] = []
+        rows = 0
+        for tenant in sorted(self._held, key=lambda tenant: self._served.get(tenant, 0.0)):
+            held, taken = self._held[tenant], 0
+            while held and rows < self.max_rows and (not taken or taken + held[0].rows <= share):
+                pending = held.popleft()
+                group.append(pending)
+                taken += pending.rows
+                rows += pending.rows
+            if not held:
+                del self._held[tenant]
+            self._held_rows -= taken
+            self._served[tenant] = now
+            if rows >= self.max_rows:
+                break
+        return group
+
+    def _release_markers(self) -> None:
+        still = []
+        for marker, before in self._markers:
+            if all(pending.done.is_set() or pending.state == "abandoned" for pending in before):
+                marker.done.set()
+            else:
+                still.append((marker, before))
+        self._markers = still
 
     def _flush(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -440,14 +509,16 @@ class Batcher:
                 by_table.setdefault((block.table, block.column_names), []).append(entry)
         for (table, _), blocks in by_table.items():
             for parts in _within_partition_limit(blocks):
-                self._insert_parts(table, parts)
+                self._insert_parts(table, parts, stored)
 
-    def _insert_parts(self, table: str, parts: list[tuple[list[_Pending], EncodedBlock]]) -> None:
+    def _insert_parts(self, table: str, parts: list[tuple[list[_Pending], EncodedBlock]], stored: set[str]) -> None:
         """One INSERT of `parts`; when the rows are refused, one per block, so that a bad request
-        fails alone (refused rows store nothing: ClickHouse reads them all before it writes)."""
+        fails alone (refused rows store nothing: ClickHouse reads them all before it writes).
+        Adds the request blocks it stored to `stored`."""
         blocks = [block for _, block in parts]
         try:
             self._insert_idempotent(table, blocks)
+            stored.update(block.block_id for block in blocks if block.block_id)
             return
         except StorageError as exc:
             if exc.retryable or len(parts) == 1:
@@ -462,6 +533,9 @@ class Batcher:
             except StorageError as single_exc:
                 for pending in owners:
                     pending.error = single_exc
+            else:
+                if block.block_id:
+                    stored.add(block.block_id)
 
     def _insert_idempotent(self, table: str, blocks: list[EncodedBlock]) -> None:
         """INSERT `blocks`; if that stored them but not the views they feed, send the same INSERT

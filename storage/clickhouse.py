@@ -156,7 +156,13 @@ class Store:
         # stores only what the first one did not, into the tables and into the views they feed
         # (usage, the ingest ledger): a view's rows are written after its source's, so a failed
         # INSERT can have stored the data without them.
-        self._insert_settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+        # parallel_view_processing: a telemetry table feeds three views (usage, the ledger, the
+        # trace-id lookup), each a part of its own to write; written one after the other they
+        # took most of an INSERT's time (docs/BENCHMARKS.md, "A noisy neighbour").
+        self._insert_settings: dict[str, Any] = {
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+            "parallel_view_processing": 1,
+        }
         # A Distributed INSERT is acknowledged once the rows are on their shard, not when they
         # are only queued on the receiving server: the gateway answers only for stored rows.
         if self.layout.cluster:

@@ -68,3 +68,93 @@ def test_a_wait_that_times_out_gives_up_its_place():
         assert turns.waiting == 0
     with turns.turn("b", timeout=0.05):  # the slot came back when "a" let go
         pass
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_while_another_tenant_is_active_a_tenant_holds_only_its_share_of_the_slots():
+    """Two workers, two active tenants: the busy one holds one of them and waits for the other
+    even while it is free (it stays free for the other tenant's next request); once the other
+    tenant has been quiet for the window, the busy one has both again."""
+    clock = _Clock()
+    turns = FairTurns(2, window=1.0, clock=clock)
+    with turns.turn("busy", timeout=1), turns.turn("busy", timeout=1):  # alone: both slots
+        assert turns.share("busy") == 2
+    with turns.turn("quiet", timeout=1):
+        pass
+    granted = threading.Event()
+    with turns.turn("busy", timeout=1):
+        assert turns.share("busy") == 1
+
+        def second():
+            with turns.turn("busy", timeout=10):
+                granted.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        _wait_until(lambda: turns.waiting == 1)
+        time.sleep(0.2)
+        assert not granted.is_set()  # a slot is free, but it is the quiet tenant's share
+        with turns.turn("quiet", timeout=0.1):  # which the quiet tenant gets at once
+            pass
+        clock.now += 2  # the quiet tenant has sent nothing for longer than the window
+        _wait_until(granted.is_set)
+        thread.join()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(store, make_tenant):
+    """A busy tenant's backlog waits for the writer (ClickHouse held by a long query). A quiet
+    tenant's request that arrives behind it goes into the very next INSERT, with no more than
+    `fair_rows` rows of the backlog, instead of behind all of it; every request is stored once."""
+    from storage.batcher import Batcher, BatcherObserver
+    from tests.test_exactly_once import _blocks, _request, _stored_by_trace
+
+    inserts: list[int] = []
+
+    class Inserts(BatcherObserver):
+        def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
+            if table == "otel_traces":
+                inserts.append(rows)
+
+    busy_tenant, quiet_tenant = make_tenant("Busy"), make_tenant("Quiet")
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=Inserts())
+    batcher.start()
+    finished: list[str] = []
+    lock = threading.Lock()
+
+    requests = {f"busy{k}": _blocks(batcher, busy_tenant, _request(40, 100 + k)) for k in range(1, 6)}
+    requests["quiet"] = _blocks(batcher, quiet_tenant, _request(5, 200))
+
+    def send(name: str) -> None:
+        batcher.write_encoded(requests[name], timeout=30)
+        with lock:
+            finished.append(name)
+
+    try:
+        engine = threading.Thread(target=lambda: store.query("SELECT sleepEachRow(0.5) FROM numbers(3)"))
+        engine.start()  # holds the engine ~1.5 s: the writer's first INSERT waits for it
+        time.sleep(0.2)
+        threads = [threading.Thread(target=send, args=(name,)) for name in requests]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)  # they queue in this order, busy1 taken by the writer first
+        assert batcher.drain(30)  # everything queued before it is written when it returns
+        assert _stored_by_trace(busy_tenant) == {100 + k: 40 for k in range(1, 6)}
+        assert _stored_by_trace(quiet_tenant) == {200: 5}
+        engine.join()
+        for thread in threads:
+            thread.join()
+    finally:
+        batcher.stop()
+    # First come, first served would write busy1, then busy2-5 and quiet in one INSERT of 165.
+    assert inserts == [40, 45, 40, 40, 40]
+    assert finished.index("quiet") < finished.index("busy3")
+    assert [name for name in finished if name.startswith("busy")] == [f"busy{k}" for k in range(1, 6)]
+    assert _stored_by_trace(busy_tenant) == {100 + k: 40 for k in range(1, 6)}  # once each

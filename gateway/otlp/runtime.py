@@ -36,6 +36,7 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         store,
         max_rows=settings.GATEWAY_BATCH_MAX_ROWS,
         linger_seconds=settings.GATEWAY_BATCH_LINGER_MS / 1000,
+        fair_rows=settings.GATEWAY_BATCH_FAIR_ROWS,
         wait_seconds=settings.GATEWAY_BATCH_WAIT_MS / 1000,
         observer=BatcherMetrics(),
     )
