@@ -104,12 +104,14 @@ def main() -> int:
     parser.add_argument(
         "--noisy-rate", type=float, default=None, help="requests/s of the noisy tenant, paced (default: a closed loop)"
     )
+    parser.add_argument("--fair-rows", type=int, default=None, help="GATEWAY_BATCH_FAIR_ROWS for the gateway")
     args = parser.parse_args()
     rng = random.Random(7)
     quiet_bodies = [build_request(rng, args.quiet_spans).SerializeToString() for _ in range(10)]
     noisy_bodies = [build_request(rng, args.noisy_spans).SerializeToString() for _ in range(10)]
     directory = Path(tempfile.mkdtemp(prefix="otlpgw-noisy-"))
-    gateway = Gateway(directory / "data")
+    settings = {} if args.fair_rows is None else {"GATEWAY_BATCH_FAIR_ROWS": str(args.fair_rows)}
+    gateway = Gateway(directory / "data", settings)
     gateway.start()
     try:
         quiet_key = _second_key(gateway)

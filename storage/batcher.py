@@ -96,6 +96,9 @@ class _Pending:
     # waiting first, and was told nothing was stored: the writer leaves it out).
     state: str = "queued"
     state_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Usage records of refused requests (`write_later`): nobody waits for them, and while their
+    # table cannot be written the writer keeps them to write later (`Batcher._later`).
+    background: bool = False
 
     @property
     def rows(self) -> int:
@@ -139,6 +142,8 @@ MAX_REPAIRS = 100
 # A tenant whose rows were written this recently is active: while another is too, an INSERT
 # takes at most `Batcher.fair_rows` rows of each.
 FAIR_WINDOW_SECONDS = 1.0
+# Most usage records of refused requests kept while their table cannot be written.
+MAX_LATER = 10_000
 # How far back `Batcher.reconcile` looks, in parts written (or merged) that recently.
 RECONCILE_MINUTES = 60
 
@@ -227,6 +232,10 @@ class Batcher:
         self._held_rows = 0
         self._served: dict[str, float] = {}
         self._markers: list[tuple[_Pending, list[_Pending]]] = []
+        # Usage records of refused requests whose INSERT failed for a reason that can pass,
+        # written again with the repairs (writer thread only), and when that is next due.
+        self._later: deque[_Pending] = deque()
+        self._later_at = 0.0
 
     def start(self) -> None:
         with self._lock:
@@ -328,11 +337,12 @@ class Batcher:
             except StorageError as exc:
                 log.error("storing a request failed: %s", exc)
                 return
-            self._queue.put(_Pending(blocks))
+            self._queue.put(_Pending(blocks, background=True))
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued before this call has been written (or has failed);
-        False if that took longer than `timeout`."""
+        """Wait until everything queued before this call has been written (or has failed; a
+        refused request's usage record kept while its table cannot be written is not done
+        until it is written); False if that took longer than `timeout`."""
         if self._thread is None or not self._thread.is_alive():
             return False
         marker = _Pending([])
@@ -359,16 +369,25 @@ class Batcher:
             raise
 
     def _run(self) -> None:
-        stop = False
+        stop = last_try = False
         while True:
             if not self._held:
                 if stop:
+                    if self._later and not last_try:  # one more try for the kept usage records
+                        last_try = True
+                        self._hold_later(final=True)
+                        continue
+                    if self._later:
+                        log.error("stopping with %d usage records of refused requests unwritten", len(self._later))
+                        for pending in self._later:
+                            pending.done.set()
                     self._repair(final=True)
                     return
                 try:
                     first = self._queue.get(timeout=self._next_repair_in())
                 except queue.Empty:
                     self._repair()
+                    self._hold_later()
                     continue
                 if first is _WAKE:
                     continue
@@ -381,6 +400,7 @@ class Batcher:
                 stop = self._collect(linger=True)
             elif not stop:  # a backlog: what has arrived joins it, nothing is waited for
                 stop = self._collect(linger=False)
+            self._hold_later()
             group = self._take_fair()
             self.observer.queue_depth(self._queue.qsize() + self._held_requests())
             self._repair()
@@ -390,7 +410,8 @@ class Batcher:
 
     def _hold(self, pending: _Pending) -> None:
         if not pending.blocks:  # drain()'s marker: done once what was held before it is
-            self._markers.append((pending, [held for queue_ in self._held.values() for held in queue_]))
+            before = [held for queue_ in self._held.values() for held in queue_]
+            self._markers.append((pending, before + list(self._later)))
             return
         self._held.setdefault(pending.blocks[0].tenant_id, deque()).append(pending)
         self._held_rows += pending.rows
@@ -476,10 +497,16 @@ class Batcher:
         if stored is not None:
             self._insert_group(group, stored)
         self.observer.flushed(seconds=time.perf_counter() - started)
+        kept = 0
         for pending in group:
+            if self._keep_for_later(pending):  # not done: drain() waits for it
+                kept += 1
+                continue
             if pending.error is not None:
                 log.error("storing a request failed: %s", pending.error)
             pending.done.set()
+        if kept:
+            log.warning("%d usage records of refused requests kept until storage takes them", kept)
 
     def _insert_group(self, group: list[_Pending], stored: set[str]) -> None:
         # Each block once: not one the ledger has (the request was sent again, or stored after
@@ -597,9 +624,34 @@ class Batcher:
         self._repairing.difference_update(block.block_id for block in repair.blocks if block.block_id)
 
     def _next_repair_in(self) -> float | None:
-        if not self._repairs:
+        due = [repair.next_at for repair in self._repairs]
+        if self._later:
+            due.append(self._later_at)
+        if not due:
             return None
-        return max(0.0, min(repair.next_at for repair in self._repairs) - time.monotonic())
+        return max(0.0, min(due) - time.monotonic())
+
+    def _keep_for_later(self, pending: _Pending) -> bool:
+        """Keep a refused request's usage record whose INSERT failed for a reason that can pass
+        (and stored nothing), to write it again with the repairs; False when it is not one."""
+        error = pending.error
+        if not pending.background or error is None or not error.retryable or error.partial:
+            return False
+        if not self._later:
+            self._later_at = time.monotonic() + self.repair_interval
+        if len(self._later) >= MAX_LATER:
+            self._later.popleft().done.set()
+            log.error("dropping the usage record of a refused request: %d are waiting for storage", MAX_LATER)
+        pending.error = None
+        self._later.append(pending)
+        return True
+
+    def _hold_later(self, *, final: bool = False) -> None:
+        """Hold the kept usage records again, when they are due (all of them when `final`)."""
+        if self._later and (final or time.monotonic() >= self._later_at):
+            later, self._later = self._later, deque()
+            for pending in later:
+                self._hold(pending)
 
     def _repair(self, *, final: bool = False) -> None:
         """Send again the INSERTs whose views failed, those due (all of them when `final`)."""

@@ -189,3 +189,41 @@ def test_workers_hold_what_preparing_needs_and_not_django(pipeline):
     loaded = pipeline.workers.loaded_packages()
     assert {"google", "storage", "tenants", "clickhouse_connect", "cryptography"} <= loaded
     assert not loaded & {"django", "rest_framework", "grpc", "chdb", "billing"}
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (Z: a zombie, dead), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(line.split()[1] for line in status if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def test_workers_exit_when_their_owner_is_killed():
+    """kill -9 on the serving process: its prepare workers do not wait for work for ever."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys, time\n"
+        "from gateway.otlp.prepare import PreparePool\n"
+        "pool = PreparePool(2, type_names=lambda tables: {}, server_tz=lambda: None)\n"
+        "print(json.dumps(pool.start()), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        import json
+
+        workers = json.loads(owner.stdout.readline())
+        assert len(workers) == 2 and all(_state(pid) not in (None, "Z") for pid in workers)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        deadline = time.monotonic() + 15
+        while any(_state(pid) not in (None, "Z") for pid in workers):
+            assert time.monotonic() < deadline, f"workers still running: {[(p, _state(p)) for p in workers]}"
+            time.sleep(0.1)
+    finally:
+        owner.kill()
+        owner.wait(10)
