@@ -108,6 +108,21 @@ def test_while_another_tenant_is_active_a_tenant_holds_only_its_share_of_the_slo
         thread.join()
 
 
+def test_a_busy_tenant_keeps_all_workers_but_one_for_each_other_active_tenant():
+    clock = _Clock()
+    turns = FairTurns(8, window=1.0, clock=clock)
+    for tenant in ("busy", "quiet"):
+        with turns.turn(tenant, timeout=1):
+            pass
+    assert turns.share("busy") == 7
+    for tenant in ("a", "b", "c", "d", "e", "f", "g", "h"):
+        with turns.turn(tenant, timeout=1):
+            pass
+    assert turns.share("busy") == 1
+    clock.now += 2
+    assert turns.share("busy") == 8  # nobody asked for a turn within the window
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(store, make_tenant):
     """A busy tenant's backlog waits for the writer (ClickHouse held by a long query). A quiet

@@ -7,11 +7,12 @@ behind itself, while another tenant's request waits for at most one turn of each
 ahead of it, not for the whole backlog.
 
 While more than one tenant is active (asked for a turn within `window` seconds), a tenant
-holds at most its share of the slots (slots / active tenants, at least one), even when more
-are free. On a machine whose cores the workers would fill, that keeps a worker's worth of CPU
-for the other tenants' requests and for the writer every request waits for, instead of
-letting one tenant's backlog take it (docs/BENCHMARKS.md, "A noisy neighbour"). A tenant alone
-has every slot.
+holds at most its share of the slots, even when more are free: all but one for each other
+active tenant, and at least one (two slots and two tenants: one each; eight slots and two
+tenants: seven). A request of another tenant then finds a worker free instead of waiting for
+a job of the busy tenant's in progress, and on a machine whose cores the workers would fill
+that worker's CPU stays for the writer every request waits for (docs/BENCHMARKS.md, "A noisy
+neighbour"). A tenant alone has every slot.
 """
 
 from __future__ import annotations
@@ -55,13 +56,17 @@ class FairTurns:
     def share(self, tenant: str) -> int:
         """The slots `tenant` may hold now."""
         with self._lock:
-            return self._share(self._clock())
+            self._forget_inactive(self._clock())
+            return self._share(tenant)
 
-    def _share(self, now: float) -> int:
+    def _forget_inactive(self, now: float) -> None:
         for tenant, at in list(self._seen.items()):
             if now - at > self.window and not self._holding.get(tenant) and tenant not in self._waiting:
                 del self._seen[tenant]
-        return max(1, self.slots // max(1, len(self._seen)))
+
+    def _share(self, tenant: str) -> int:
+        others = len(self._seen) - (tenant in self._seen)
+        return max(1, self.slots - others)
 
     @contextlib.contextmanager
     def turn(self, tenant: str, *, timeout: float) -> Iterator[None]:
@@ -99,14 +104,14 @@ class FairTurns:
         """Give the free slots to the tenants waiting, in turn, each within its share (lock held)."""
         if not self._free or not self._waiting:
             return
-        share = self._share(self._clock())
+        self._forget_inactive(self._clock())
         given = True
         while self._free and self._waiting and given:
             given = False
             for tenant in list(self._waiting):
                 if not self._free:
                     return
-                if self._holding.get(tenant, 0) >= share:
+                if self._holding.get(tenant, 0) >= self._share(tenant):
                     continue
                 queue = self._waiting[tenant]
                 event = queue.popleft()
