@@ -104,14 +104,20 @@ def main() -> int:
     parser.add_argument(
         "--noisy-rate", type=float, default=None, help="requests/s of the noisy tenant, paced (default: a closed loop)"
     )
-    parser.add_argument("--fair-rows", type=int, default=None, help="GATEWAY_BATCH_FAIR_ROWS for the gateway")
+    parser.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        help="a setting of the gateway's (e.g. GATEWAY_BATCH_FAIR_ROWS=5000); repeatable",
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     quiet_bodies = [build_request(rng, args.quiet_spans).SerializeToString() for _ in range(10)]
     noisy_bodies = [build_request(rng, args.noisy_spans).SerializeToString() for _ in range(10)]
     directory = Path(tempfile.mkdtemp(prefix="otlpgw-noisy-"))
-    settings = {} if args.fair_rows is None else {"GATEWAY_BATCH_FAIR_ROWS": str(args.fair_rows)}
-    gateway = Gateway(directory / "data", settings)
+    gateway = Gateway(directory / "data", dict(args.set))
     gateway.start()
     try:
         quiet_key = _second_key(gateway)
