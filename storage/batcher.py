@@ -228,7 +228,11 @@ class Batcher:
         # the order they came), their rows, when each tenant's rows were last written, and
         # drain()'s markers with the requests each waits for.
         self.fair_rows = fair_rows
+        # (Usage records of refused requests, a row or two each and often of no known tenant,
+        # join the next INSERT whole and do not count as a tenant's: a flood of refused
+        # requests does not make a tenant's INSERTs smaller.)
         self._held: dict[str, deque[_Pending]] = {}
+        self._records: list[_Pending] = []  # usage records of refused requests: in every INSERT
         self._held_rows = 0
         self._served: dict[str, float] = {}
         self._markers: list[tuple[_Pending, list[_Pending]]] = []
@@ -371,7 +375,7 @@ class Batcher:
     def _run(self) -> None:
         stop = last_try = False
         while True:
-            if not self._held:
+            if not (self._held or self._records):
                 if stop:
                     if self._later and not last_try:  # one more try for the kept usage records
                         last_try = True
@@ -411,13 +415,16 @@ class Batcher:
     def _hold(self, pending: _Pending) -> None:
         if not pending.blocks:  # drain()'s marker: done once what was held before it is
             before = [held for queue_ in self._held.values() for held in queue_]
-            self._markers.append((pending, before + list(self._later)))
+            self._markers.append((pending, before + self._records + list(self._later)))
+            return
+        if pending.background:
+            self._records.append(pending)
             return
         self._held.setdefault(pending.blocks[0].tenant_id, deque()).append(pending)
         self._held_rows += pending.rows
 
     def _held_requests(self) -> int:
-        return sum(len(queue_) for queue_ in self._held.values())
+        return len(self._records) + sum(len(queue_) for queue_ in self._held.values())
 
     def _collect(self, *, linger: bool) -> bool:
         """Hold what is queued, and with `linger`: until the linger runs out, the rows of requests
@@ -459,7 +466,7 @@ class Batcher:
                 del self._served[tenant]
         contended = len(self._served.keys() | self._held.keys()) > 1
         share = self.fair_rows if contended else self.max_rows
-        group: list[_Pending] = []
+        group, self._records = self._records, []
         rows = 0
         for tenant in sorted(self._held, key=lambda tenant: self._served.get(tenant, 0.0)):
             held, taken = self._held[tenant], 0

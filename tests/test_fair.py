@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -173,3 +174,71 @@ def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(sto
     assert finished.index("quiet") < finished.index("busy3")
     assert [name for name in finished if name.startswith("busy")] == [f"busy{k}" for k in range(1, 6)]
     assert _stored_by_trace(busy_tenant) == {100 + k: 40 for k in range(1, 6)}  # once each
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_records_of_refused_requests_do_not_make_a_tenants_inserts_smaller(store, make_tenant):
+    """A tenant alone with a backlog, while refused requests from unknown senders are metered
+    (a flood of bad keys, say): the records join the next INSERT, the tenant's INSERTs stay
+    whole instead of being cut to `fair_rows` as if a second tenant were sending."""
+    from billing.metering import UNKNOWN_TENANT, usage_batch
+    from storage.batcher import Batcher, BatcherObserver
+    from tests.test_exactly_once import _blocks, _request, _stored_by_trace
+    from vocabulary import Outcome, Signal
+
+    inserts: list[int] = []
+
+    class Inserts(BatcherObserver):
+        def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
+            if table == "otel_traces":
+                inserts.append(rows)
+
+    tenant = make_tenant("Alone")
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=Inserts())
+    batcher.start()
+    requests = [_blocks(batcher, tenant, _request(40, 300 + k)) for k in range(1, 6)]
+    # An hour of this test's own (within the usage table's TTL), not the one other tests meter in.
+    hour = (datetime.now(UTC) - timedelta(days=300)).replace(minute=0, second=0, microsecond=0)
+    record = usage_batch(
+        tenant_id=None,
+        signal=Signal.TRACES,
+        outcome=Outcome.UNAUTHORIZED,
+        items=0,
+        items_accepted=0,
+        body_bytes=7,
+        at=hour,
+    )
+
+    def records() -> tuple[int, int]:
+        return store.dangerously_query_unscoped(
+            "SELECT sum(Requests), sum(Bytes) FROM gateway_usage WHERE TenantId = {tenant:String} "
+            "AND Outcome = 'unauthorized' AND Hour = {hour:DateTime}",
+            {"tenant": UNKNOWN_TENANT, "hour": hour.replace(tzinfo=None)},
+            reason="a test: the records of unknown senders",
+        ).result_rows[0]
+
+    before = records()
+    batcher.encode([record])  # the column types, read now: not while the engine is held below
+    try:
+        engine = threading.Thread(target=lambda: store.query("SELECT sleepEachRow(0.5) FROM numbers(3)"))
+        engine.start()
+        time.sleep(0.2)
+        threads = [
+            threading.Thread(target=batcher.write_encoded, args=(blocks,), kwargs={"timeout": 30})
+            for blocks in requests
+        ]
+        for number, thread in enumerate(threads):
+            thread.start()
+            time.sleep(0.05)
+            if number:
+                batcher.write_later([record])
+        assert batcher.drain(30)
+        engine.join()
+        for thread in threads:
+            thread.join()
+    finally:
+        batcher.stop()
+    assert inserts == [40, 160]  # counted as a tenant's, the records would have cut it to 40s
+    assert _stored_by_trace(tenant) == {300 + k: 40 for k in range(1, 6)}
+    after = records()
+    assert (after[0] - before[0], after[1] - before[1]) == (4, 28)  # the four records, stored
