@@ -156,13 +156,11 @@ class Store:
         # stores only what the first one did not, into the tables and into the views they feed
         # (usage, the ingest ledger): a view's rows are written after its source's, so a failed
         # INSERT can have stored the data without them.
-        # parallel_view_processing: a telemetry table feeds three views (usage, the ledger, the
-        # trace-id lookup), each a part of its own to write; written one after the other they
-        # took most of an INSERT's time (docs/BENCHMARKS.md, "A noisy neighbour").
-        self._insert_settings: dict[str, Any] = {
-            "deduplicate_blocks_in_dependent_materialized_views": 1,
-            "parallel_view_processing": 1,
-        }
+        # Not parallel_view_processing, though it makes an INSERT ~35% faster: the table's part
+        # must be written before its views' (a ledger row must never exist for rows that are
+        # not stored), and in parallel a failed view could leave either one without the other
+        # (docs/BENCHMARKS.md, "A noisy neighbour: a fair writer").
+        self._insert_settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
         # A Distributed INSERT is acknowledged once the rows are on their shard, not when they
         # are only queued on the receiving server: the gateway answers only for stored rows.
         if self.layout.cluster:

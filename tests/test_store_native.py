@@ -92,10 +92,6 @@ def test_a_server_gets_the_blocks_compressed_as_the_client_negotiated(compressio
     store.insert_native("t", ("a", "b"), blocks)
     ((table, names, data, settings, fmt, sent_compression),) = client.inserts
     assert (table, names, fmt, sent_compression) == ("t", ["a", "b"], "Native", compression)
-    assert settings == {
-        "insert_distributed_sync": 1,
-        "deduplicate_blocks_in_dependent_materialized_views": 1,
-        "parallel_view_processing": 1,
-    }
+    assert settings == {"insert_distributed_sync": 1, "deduplicate_blocks_in_dependent_materialized_views": 1}
     assert decompress(data) == b"".join(blocks)
     assert not blocks[0].startswith(b"INSERT")
