@@ -23,7 +23,9 @@ How long an INSERT waits for more:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -32,6 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from storage.clickhouse import StorageError, StorageUnavailable, Store
 from storage.flatten import TableBatch
@@ -204,6 +207,7 @@ class Batcher:
         wait_seconds: float = 0.0,
         fair_rows: int = 2_000,
         observer: BatcherObserver | None = None,
+        journal: Path | None = None,
     ):
         self.store = store
         self.max_rows = max_rows
@@ -224,15 +228,15 @@ class Batcher:
         self._repairs: list[_Repair] = []
         self._repairing: set[str] = set()
         self.ledger = IngestLedger(store)
+        self.fair_rows = fair_rows
         # Writer thread only: requests taken from the queue and not yet written, by tenant (in
         # the order they came), their rows, when each tenant's rows were last written, and
-        # drain()'s markers with the requests each waits for.
-        self.fair_rows = fair_rows
-        # (Usage records of refused requests, a row or two each and often of no known tenant,
-        # join the next INSERT whole and do not count as a tenant's: a flood of refused
-        # requests does not make a tenant's INSERTs smaller.)
+        # drain()'s markers with the requests each waits for. Usage records of refused
+        # requests, a row or two each and often of no known tenant, are held apart: they join
+        # the next INSERT whole and do not count as a tenant's, so a flood of refused requests
+        # does not make a tenant's INSERTs smaller.
         self._held: dict[str, deque[_Pending]] = {}
-        self._records: list[_Pending] = []  # usage records of refused requests: in every INSERT
+        self._records: list[_Pending] = []
         self._held_rows = 0
         self._served: dict[str, float] = {}
         self._markers: list[tuple[_Pending, list[_Pending]]] = []
@@ -240,6 +244,11 @@ class Batcher:
         # written again with the repairs (writer thread only), and when that is next due.
         self._later: deque[_Pending] = deque()
         self._later_at = 0.0
+        # A directory where each INSERT under repair is kept until it is complete, so that the
+        # next start completes it if this process dies first (`reconcile`). Embedded mode only:
+        # the INSERT is sent again with its token, which ClickHouse remembers for the table's
+        # last 1000 INSERTs, and there no other process writes before the next start does.
+        self.journal = journal
 
     def start(self) -> None:
         with self._lock:
@@ -624,11 +633,73 @@ class Batcher:
                 sum(block.rows for block in dropped.blocks),
             )
         log.error("an insert into %s stored its rows but not their views (%s); retrying in the background", table, exc)
-        self._repairs.append(_Repair(table, blocks, token, since=now, next_at=now + self.repair_interval))
+        repair = _Repair(table, blocks, token, since=now, next_at=now + self.repair_interval)
+        self._repairs.append(repair)
         self._repairing.update(block.block_id for block in blocks if block.block_id)
+        self._journal_keep(repair)
 
     def _forget(self, repair: _Repair) -> None:
+        """`repair` is done with (completed, or given up): it is no longer kept anywhere."""
         self._repairing.difference_update(block.block_id for block in repair.blocks if block.block_id)
+        if self.journal is not None:
+            (self.journal / f"{repair.token}.repair").unlink(missing_ok=True)
+
+    def _journal_keep(self, repair: _Repair) -> None:
+        if self.journal is None:
+            return
+        header = {
+            "table": repair.table,
+            "token": repair.token,
+            "blocks": [
+                {
+                    "columns": list(block.column_names),
+                    "rows": block.rows,
+                    "size": len(block.data),
+                    "block_id": block.block_id,
+                    "tenant_id": block.tenant_id,
+                    "nonce": block.nonce,
+                }
+                for block in repair.blocks
+            ],
+        }
+        path = self.journal / f"{repair.token}.repair"
+        try:
+            self.journal.mkdir(parents=True, exist_ok=True)
+            with open(path.with_suffix(".tmp"), "wb") as out:
+                out.write(json.dumps(header).encode() + b"\n")
+                for block in repair.blocks:
+                    out.write(block.data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(path.with_suffix(".tmp"), path)
+        except OSError as exc:  # a full disk, say: the repair still runs, only not across a restart
+            log.error("cannot keep an insert into %s under repair in %s: %s", repair.table, self.journal, exc)
+
+    def _journal_replay(self) -> int:
+        """Send again the INSERTs a previous process left under repair; those that still fail
+        are repaired in the background. Returns the INSERTs completed."""
+        if self.journal is None or not self.journal.is_dir():
+            return 0
+        completed = 0
+        for path in sorted(self.journal.glob("*.repair")):
+            try:
+                table, token, blocks = _read_repair(path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("cannot read the insert under repair in %s (%s); leaving it there", path, exc)
+                continue
+            try:
+                self._insert(blocks, token=token)
+            except StorageError as exc:
+                log.warning("an insert into %s left under repair is still incomplete (%s)", table, exc)
+                now = time.monotonic()
+                self._repairs.append(_Repair(table, blocks, token, since=now, next_at=now + self.repair_interval))
+                self._repairing.update(block.block_id for block in blocks if block.block_id)
+                self._queue.put(_WAKE)  # the writer's next wait ends in time for it
+                continue
+            path.unlink(missing_ok=True)
+            completed += 1
+            log.warning("completed an insert into %s that the last run left under repair", table)
+        return completed
 
     def _next_repair_in(self) -> float | None:
         due = [repair.next_at for repair in self._repairs]
@@ -692,10 +763,13 @@ class Batcher:
         (the process died between an INSERT's rows and its views: kill -9, a power cut), and
         record them in the ledger, so that an exporter's retry of them stores nothing twice.
         Run once at start, before serving. Returns the blocks it completed; each is written
-        with a token of its own, so running it again, or in two processes, counts nothing twice."""
+        with a token of its own, so running it again, or in two processes, counts nothing twice.
+        First it sends again the INSERTs the last run left under repair (`journal`): their rows
+        are stored, and their ledger rows may be, while their usage is not, which the search
+        below cannot tell from a complete INSERT."""
+        completed = self._journal_replay()
         if self.store.layout.cluster:
-            return 0  # each shard's parts are its own; see docs/OPERATIONS.md
-        completed = 0
+            return completed  # each shard's parts are its own; see docs/OPERATIONS.md
         for table in TELEMETRY_TABLES:
             try:
                 missing = self.store.dangerously_query_unscoped(
@@ -792,6 +866,29 @@ class IngestLedger:
         except Exception as exc:
             raise StorageUnavailable(f"cannot read the ingest ledger: {exc}") from exc
         return {row[0] for row in result.result_rows}
+
+
+def _read_repair(path: Path) -> tuple[str, str, list[EncodedBlock]]:
+    """An INSERT under repair as `Batcher._journal_keep` wrote it: its table, token and blocks."""
+    with open(path, "rb") as source:
+        header = json.loads(source.readline())
+        blocks = []
+        for block in header["blocks"]:
+            data = source.read(block["size"])
+            if len(data) != block["size"]:
+                raise ValueError("the file is cut short")
+            blocks.append(
+                EncodedBlock(
+                    header["table"],
+                    tuple(block["columns"]),
+                    block["rows"],
+                    data,
+                    block_id=block["block_id"],
+                    tenant_id=block["tenant_id"],
+                    nonce=block["nonce"],
+                )
+            )
+    return header["table"], header["token"], blocks
 
 
 def _within_partition_limit(blocks: list, limit: int = MAX_PARTITIONS_PER_INSERT) -> list[list]:

@@ -39,6 +39,8 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         fair_rows=settings.GATEWAY_BATCH_FAIR_ROWS,
         wait_seconds=settings.GATEWAY_BATCH_WAIT_MS / 1000,
         observer=BatcherMetrics(),
+        # Embedded only (storage.batcher: the INSERT is sent again after a restart with its token).
+        journal=settings.DATA_DIR / "repairs" if store.embedded else None,
     )
     batcher.start()
     batcher.reconcile()
