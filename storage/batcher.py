@@ -44,6 +44,7 @@ from storage.schema import (
     BLOCK_COLUMN,
     BLOCK_ROWS_COLUMN,
     DAY_PARTITIONED_TIME_COLUMNS,
+    DEDUPLICATION_WINDOW,
     ITEMS_REJECTED_COLUMN,
     LEDGER_TABLE,
     REQUEST_BYTES_COLUMN,
@@ -134,6 +135,7 @@ class _Repair:
     since: float
     next_at: float
     attempts: int = 1
+    inserts_at: int = 0  # INSERTs into its table the writer had begun when this one failed
 
 
 # How an INSERT whose views failed is sent again: at once a few times while its requests wait,
@@ -197,6 +199,11 @@ class BatcherObserver:
 
 class Batcher:
     repair_interval = REPAIR_INTERVAL  # seconds between the attempts of a `_Repair`
+    # A `_Repair` is given up once this many INSERTs into its table have begun after it:
+    # ClickHouse remembers the tokens of a table's last DEDUPLICATION_WINDOW INSERTs, and sent
+    # again later, its rows would be stored twice. (With room for the INSERTs of the 2 s
+    # between two looks, so that a journal file left behind is always still safe to send.)
+    safe_inserts = DEDUPLICATION_WINDOW - 100
 
     def __init__(
         self,
@@ -249,6 +256,7 @@ class Batcher:
         # the INSERT is sent again with its token, which ClickHouse remembers for the table's
         # last 1000 INSERTs, and there no other process writes before the next start does.
         self.journal = journal
+        self._table_inserts: dict[str, int] = {}  # INSERTs begun, by table (writer thread only)
 
     def start(self) -> None:
         with self._lock:
@@ -584,6 +592,7 @@ class Batcher:
         """INSERT `blocks`; if that stored them but not the views they feed, send the same INSERT
         again (it stores only what is missing) a few times, then leave it to `_repair`."""
         token = insert_token(blocks)
+        self._table_inserts[table] = self._table_inserts.get(table, 0) + 1
         for pause in (*RETRY_PAUSES, None):
             try:
                 self._insert(blocks, token=token)
@@ -633,7 +642,14 @@ class Batcher:
                 sum(block.rows for block in dropped.blocks),
             )
         log.error("an insert into %s stored its rows but not their views (%s); retrying in the background", table, exc)
-        repair = _Repair(table, blocks, token, since=now, next_at=now + self.repair_interval)
+        repair = _Repair(
+            table,
+            blocks,
+            token,
+            since=now,
+            next_at=now + self.repair_interval,
+            inserts_at=self._table_inserts.get(table, 0),
+        )
         self._repairs.append(repair)
         self._repairing.update(block.block_id for block in blocks if block.block_id)
         self._journal_keep(repair)
@@ -692,7 +708,16 @@ class Batcher:
             except StorageError as exc:
                 log.warning("an insert into %s left under repair is still incomplete (%s)", table, exc)
                 now = time.monotonic()
-                self._repairs.append(_Repair(table, blocks, token, since=now, next_at=now + self.repair_interval))
+                self._repairs.append(
+                    _Repair(
+                        table,
+                        blocks,
+                        token,
+                        since=now,
+                        next_at=now + self.repair_interval,
+                        inserts_at=self._table_inserts.get(table, 0),
+                    )
+                )
                 self._repairing.update(block.block_id for block in blocks if block.block_id)
                 self._queue.put(_WAKE)  # the writer's next wait ends in time for it
                 continue
@@ -736,6 +761,17 @@ class Batcher:
         now = time.monotonic()
         for repair in list(self._repairs):
             if not final and repair.next_at > now:
+                continue
+            if self._table_inserts.get(repair.table, 0) - repair.inserts_at > self.safe_inserts:
+                self._repairs.remove(repair)
+                self._forget(repair)
+                log.error(
+                    "giving up an insert into %s after %d attempts: ClickHouse may no longer remember it, and "
+                    "sent again its rows could be stored twice; %d rows are stored without their usage records",
+                    repair.table,
+                    repair.attempts,
+                    sum(block.rows for block in repair.blocks),
+                )
                 continue
             try:
                 self._insert(repair.blocks, token=repair.token)

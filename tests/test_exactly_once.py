@@ -389,3 +389,36 @@ def test_an_insert_left_under_repair_is_completed_at_the_next_start(store, tenan
     assert _stored_by_trace(tenant) == {7: 4}
     assert _metered(tenant) == {"accepted": (1, 4, 4, 123)}
     assert not list(journal.iterdir())
+
+
+def test_an_insert_is_not_sent_again_once_clickhouse_may_have_forgotten_its_token(store, tenant, tmp_path):
+    """While gateway_usage cannot be written every INSERT waits for repair. Once more INSERTs
+    into its table have begun after it than ClickHouse remembers tokens for (here 3, in place of
+    900), an INSERT is given up rather than sent again, which could store its rows twice: its
+    rows stay stored once, unmetered (logged), and the later INSERTs complete."""
+    journal = tmp_path / "repairs"
+    batcher = Batcher(store, journal=journal)
+    batcher.repair_interval = 0.2
+    batcher.safe_inserts = 3
+    batcher.start()
+    numbers = range(20, 25)
+    requests = {number: _blocks(batcher, tenant, _request(2, number)) for number in numbers}
+    try:
+        with unwritable_table(store, "gateway_usage"):
+            for number in numbers:
+                with pytest.raises(StorageError):
+                    batcher.write_encoded(requests[number], timeout=30)
+            deadline = time.monotonic() + 10
+            # The first given up (its journal file gone), the other four waiting.
+            while (batcher.repairs, len(list(journal.glob("*.repair")))) != (4, 4):
+                assert time.monotonic() < deadline, (batcher.repairs, list(journal.iterdir()))
+                time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while batcher.repairs:
+            assert time.monotonic() < deadline, "the writer did not complete the inserts"
+            time.sleep(0.05)
+    finally:
+        batcher.stop()
+    assert _stored_by_trace(tenant) == dict.fromkeys(numbers, 2)  # each once
+    assert _metered(tenant) == {"accepted": (4, 8, 8, 4 * 123)}  # all but the first
+    assert not list(journal.iterdir())
