@@ -632,7 +632,6 @@ class Batcher:
         return bool(rows)
 
     def _add_repair(self, table: str, blocks: list[EncodedBlock], token: str, exc: StorageError) -> None:
-        now = time.monotonic()
         if len(self._repairs) >= MAX_REPAIRS:
             dropped = self._repairs.pop(0)
             self._forget(dropped)
@@ -642,6 +641,10 @@ class Batcher:
                 sum(block.rows for block in dropped.blocks),
             )
         log.error("an insert into %s stored its rows but not their views (%s); retrying in the background", table, exc)
+        self._journal_keep(self._start_repair(table, blocks, token))
+
+    def _start_repair(self, table: str, blocks: list[EncodedBlock], token: str) -> _Repair:
+        now = time.monotonic()
         repair = _Repair(
             table,
             blocks,
@@ -652,7 +655,7 @@ class Batcher:
         )
         self._repairs.append(repair)
         self._repairing.update(block.block_id for block in blocks if block.block_id)
-        self._journal_keep(repair)
+        return repair
 
     def _forget(self, repair: _Repair) -> None:
         """`repair` is done with (completed, or given up): it is no longer kept anywhere."""
@@ -707,18 +710,7 @@ class Batcher:
                 self._insert(blocks, token=token)
             except StorageError as exc:
                 log.warning("an insert into %s left under repair is still incomplete (%s)", table, exc)
-                now = time.monotonic()
-                self._repairs.append(
-                    _Repair(
-                        table,
-                        blocks,
-                        token,
-                        since=now,
-                        next_at=now + self.repair_interval,
-                        inserts_at=self._table_inserts.get(table, 0),
-                    )
-                )
-                self._repairing.update(block.block_id for block in blocks if block.block_id)
+                self._start_repair(table, blocks, token)
                 self._queue.put(_WAKE)  # the writer's next wait ends in time for it
                 continue
             path.unlink(missing_ok=True)
