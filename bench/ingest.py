@@ -278,6 +278,18 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def add_set_argument(parser, *, example: str) -> None:
+    """--set NAME=VALUE, repeatable: the gateway's own environment (`Gateway(..., dict(args.set))`)."""
+    parser.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        help=f"a setting for the gateway (environment variable), e.g. {example}",
+    )
+
+
 def unique(body: bytes, number: int) -> bytes:
     """`body` made a request of its own: the same spans, with an unknown field (15, a varint)
     that holds `number` appended, which a parser keeps aside. The gateway stores a request it
@@ -534,14 +546,7 @@ def main() -> int:
         "--paced-duration", type=float, default=30, help="seconds of the half-load run (~15 requests/s)"
     )
     parser.add_argument("--floor-seconds", type=float, default=5)
-    parser.add_argument(
-        "--set",
-        metavar="NAME=VALUE",
-        action="append",
-        default=[],
-        type=lambda s: tuple(s.split("=", 1)),
-        help="a setting for the gateway (environment variable), e.g. GATEWAY_PREPARE_PROCESSES=1",
-    )
+    add_set_argument(parser, example="GATEWAY_PREPARE_PROCESSES=1")
     parser.add_argument("--py-spy", metavar="FILE", help="record the worker with py-spy during the gRPC max run")
     parser.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples that hold the GIL")
     parser.add_argument("--out", metavar="FILE", help="write the results as .json, or markdown otherwise")

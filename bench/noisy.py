@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import Gateway, _sender, unique  # noqa: E402  bench/, first on sys.path
+from ingest import Gateway, _sender, add_set_argument, unique  # noqa: E402  bench/, first on sys.path
 from otlp_payloads import build_request  # noqa: E402
 
 
@@ -104,14 +104,7 @@ def main() -> int:
     parser.add_argument(
         "--noisy-rate", type=float, default=None, help="requests/s of the noisy tenant, paced (default: a closed loop)"
     )
-    parser.add_argument(
-        "--set",
-        metavar="NAME=VALUE",
-        action="append",
-        default=[],
-        type=lambda s: tuple(s.split("=", 1)),
-        help="a setting of the gateway's (e.g. GATEWAY_BATCH_FAIR_ROWS=5000); repeatable",
-    )
+    add_set_argument(parser, example="GATEWAY_BATCH_FAIR_ROWS=5000")
     args = parser.parse_args()
     rng = random.Random(7)
     quiet_bodies = [build_request(rng, args.quiet_spans).SerializeToString() for _ in range(10)]

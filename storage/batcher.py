@@ -560,16 +560,14 @@ class Batcher:
                 by_table.setdefault((block.table, block.column_names), []).append(entry)
         for (table, _), blocks in by_table.items():
             for parts in _within_partition_limit(blocks):
-                self._insert_parts(table, parts, stored)
+                self._insert_parts(table, parts)
 
-    def _insert_parts(self, table: str, parts: list[tuple[list[_Pending], EncodedBlock]], stored: set[str]) -> None:
+    def _insert_parts(self, table: str, parts: list[tuple[list[_Pending], EncodedBlock]]) -> None:
         """One INSERT of `parts`; when the rows are refused, one per block, so that a bad request
-        fails alone (refused rows store nothing: ClickHouse reads them all before it writes).
-        Adds the request blocks it stored to `stored`."""
+        fails alone (refused rows store nothing: ClickHouse reads them all before it writes)."""
         blocks = [block for _, block in parts]
         try:
             self._insert_idempotent(table, blocks)
-            stored.update(block.block_id for block in blocks if block.block_id)
             return
         except StorageError as exc:
             if exc.retryable or len(parts) == 1:
@@ -584,9 +582,6 @@ class Batcher:
             except StorageError as single_exc:
                 for pending in owners:
                     pending.error = single_exc
-            else:
-                if block.block_id:
-                    stored.add(block.block_id)
 
     def _insert_idempotent(self, table: str, blocks: list[EncodedBlock]) -> None:
         """INSERT `blocks`; if that stored them but not the views they feed, send the same INSERT

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.otlp.fair import FairTurns, NoTurn
+from storage.batcher import Batcher, BatcherObserver
 
 
 def _wait_until(condition) -> None:
@@ -124,23 +125,27 @@ def test_a_busy_tenant_keeps_all_workers_but_one_for_each_other_active_tenant():
     assert turns.share("busy") == 8  # nobody asked for a turn within the window
 
 
+class _TraceInserts(BatcherObserver):
+    """Notes the rows of each INSERT into otel_traces."""
+
+    def __init__(self):
+        self.rows: list[int] = []
+
+    def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
+        if table == "otel_traces":
+            self.rows.append(rows)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(store, make_tenant):
     """A busy tenant's backlog waits for the writer (ClickHouse held by a long query). A quiet
     tenant's request that arrives behind it goes into the very next INSERT, with no more than
     `fair_rows` rows of the backlog, instead of behind all of it; every request is stored once."""
-    from storage.batcher import Batcher, BatcherObserver
     from tests.test_exactly_once import _blocks, _request, _stored_by_trace
 
-    inserts: list[int] = []
-
-    class Inserts(BatcherObserver):
-        def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
-            if table == "otel_traces":
-                inserts.append(rows)
-
+    inserts = _TraceInserts()
     busy_tenant, quiet_tenant = make_tenant("Busy"), make_tenant("Quiet")
-    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=Inserts())
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts)
     batcher.start()
     finished: list[str] = []
     lock = threading.Lock()
@@ -170,7 +175,7 @@ def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(sto
     finally:
         batcher.stop()
     # First come, first served would write busy1, then busy2-5 and quiet in one INSERT of 165.
-    assert inserts == [40, 45, 40, 40, 40]
+    assert inserts.rows == [40, 45, 40, 40, 40]
     assert finished.index("quiet") < finished.index("busy3")
     assert [name for name in finished if name.startswith("busy")] == [f"busy{k}" for k in range(1, 6)]
     assert _stored_by_trace(busy_tenant) == {100 + k: 40 for k in range(1, 6)}  # once each
@@ -182,19 +187,12 @@ def test_usage_records_of_refused_requests_do_not_make_a_tenants_inserts_smaller
     (a flood of bad keys, say): the records join the next INSERT, the tenant's INSERTs stay
     whole instead of being cut to `fair_rows` as if a second tenant were sending."""
     from billing.metering import UNKNOWN_TENANT, usage_batch
-    from storage.batcher import Batcher, BatcherObserver
     from tests.test_exactly_once import _blocks, _request, _stored_by_trace
     from vocabulary import Outcome, Signal
 
-    inserts: list[int] = []
-
-    class Inserts(BatcherObserver):
-        def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
-            if table == "otel_traces":
-                inserts.append(rows)
-
+    inserts = _TraceInserts()
     tenant = make_tenant("Alone")
-    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=Inserts())
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts)
     batcher.start()
     requests = [_blocks(batcher, tenant, _request(40, 300 + k)) for k in range(1, 6)]
     # An hour of this test's own (within the usage table's TTL), not the one other tests meter in.
@@ -238,7 +236,7 @@ def test_usage_records_of_refused_requests_do_not_make_a_tenants_inserts_smaller
             thread.join()
     finally:
         batcher.stop()
-    assert inserts == [40, 160]  # counted as a tenant's, the records would have cut it to 40s
+    assert inserts.rows == [40, 160]  # counted as a tenant's, the records would have cut it to 40s
     assert _stored_by_trace(tenant) == {300 + k: 40 for k in range(1, 6)}
     after = records()
     assert (after[0] - before[0], after[1] - before[1]) == (4, 28)  # the four records, stored
