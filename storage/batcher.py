@@ -246,6 +246,7 @@ class Batcher:
         self._records: list[_Pending] = []
         self._held_rows = 0
         self._served: dict[str, float] = {}
+        self._contended = False  # more than one tenant active at the last `_take_fair`
         self._markers: list[tuple[_Pending, list[_Pending]]] = []
         # Usage records of refused requests whose INSERT failed for a reason that can pass,
         # written again with the repairs (writer thread only), and when that is next due.
@@ -483,6 +484,7 @@ class Batcher:
                 del self._served[tenant]
         contended = len(self._served.keys() | self._held.keys()) > 1
         share = self.fair_rows if contended else self.max_rows
+        self._contended = contended
         group, self._records = self._records, []
         rows = 0
         for tenant in sorted(self._held, key=lambda tenant: self._served.get(tenant, 0.0)):
@@ -518,19 +520,43 @@ class Batcher:
             stored = None
             for pending in group:
                 pending.error = exc
-        if stored is not None:
-            self._insert_group(group, stored)
-        self.observer.flushed(seconds=time.perf_counter() - started)
         kept = 0
-        for pending in group:
-            if self._keep_for_later(pending):  # not done: drain() waits for it
-                kept += 1
-                continue
-            if pending.error is not None:
-                log.error("storing a request failed: %s", pending.error)
-            pending.done.set()
+        for part in self._light_first(group) if stored is not None else [group]:
+            if stored is not None:
+                self._insert_group(part, stored)
+            for pending in part:  # answered now, not after the INSERTs that follow in this flush
+                if self._keep_for_later(pending):  # not done: drain() waits for it
+                    kept += 1
+                    continue
+                if pending.error is not None:
+                    log.error("storing a request failed: %s", pending.error)
+                pending.done.set()
+        self.observer.flushed(seconds=time.perf_counter() - started)
         if kept:
             log.warning("%d usage records of refused requests kept until storage takes them", kept)
+
+    def _light_first(self, group: list[_Pending]) -> list[list[_Pending]]:
+        """`group` as the INSERTs to send one after the other: while more than one tenant is
+        active, the tenants with fewer than half of `fair_rows` rows here (and the usage records)
+        first, in one INSERT of their own, and each other tenant's rows after them, alone. A
+        tenant sending little then neither waits for a busy tenant's INSERT within the flush
+        nor pays for its rows: an INSERT that carries 2000 of another tenant's rows, in another
+        partition, costs chDB about twice as much as one of 100 (docs/BENCHMARKS.md)."""
+        if not self._contended:
+            return [group]
+        rows: dict[str, int] = {}
+        for pending in group:
+            if not pending.background:
+                tenant = pending.blocks[0].tenant_id
+                rows[tenant] = rows.get(tenant, 0) + pending.rows
+        heavy = {tenant for tenant, count in rows.items() if count * 2 >= self.fair_rows}
+        if not heavy or len(heavy) == len(rows) == 1:
+            return [group]
+        light = [p for p in group if p.background or p.blocks[0].tenant_id not in heavy]
+        parts = [light] if light else []
+        for tenant in sorted(heavy, key=lambda tenant: rows[tenant]):
+            parts.append([p for p in group if not p.background and p.blocks[0].tenant_id == tenant])
+        return parts
 
     def _insert_group(self, group: list[_Pending], stored: set[str]) -> None:
         # Each block once: not one the ledger has (the request was sent again, or stored after

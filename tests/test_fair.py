@@ -139,8 +139,9 @@ class _TraceInserts(BatcherObserver):
 @pytest.mark.django_db(transaction=True)
 def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(store, make_tenant):
     """A busy tenant's backlog waits for the writer (ClickHouse held by a long query). A quiet
-    tenant's request that arrives behind it goes into the very next INSERT, with no more than
-    `fair_rows` rows of the backlog, instead of behind all of it; every request is stored once."""
+    tenant's request that arrives behind it goes into the very next flush, in an INSERT of its
+    own sent first, instead of behind the backlog; the busy tenant's INSERTs hold no more than
+    `fair_rows` rows each; every request is stored once."""
     from tests.test_exactly_once import _blocks, _request, _stored_by_trace
 
     inserts = _TraceInserts()
@@ -175,8 +176,10 @@ def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(sto
     finally:
         batcher.stop()
     # First come, first served would write busy1, then busy2-5 and quiet in one INSERT of 165.
-    assert inserts.rows == [40, 45, 40, 40, 40]
-    assert finished.index("quiet") < finished.index("busy3")
+    # Turns alone would write quiet with busy2 (45 rows); the quiet tenant's rows go in an
+    # INSERT of their own, first, answered before busy2's is sent.
+    assert inserts.rows == [40, 5, 40, 40, 40, 40]
+    assert finished.index("quiet") < finished.index("busy2")
     assert [name for name in finished if name.startswith("busy")] == [f"busy{k}" for k in range(1, 6)]
     assert _stored_by_trace(busy_tenant) == {100 + k: 40 for k in range(1, 6)}  # once each
 
