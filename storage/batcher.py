@@ -257,6 +257,7 @@ class Batcher:
         # the INSERT is sent again with its token, which ClickHouse remembers for the table's
         # last 1000 INSERTs, and there no other process writes before the next start does.
         self.journal = journal
+        self._journal_ok = True  # the last entry could be written (errors are logged once)
         self._table_inserts: dict[str, int] = {}  # INSERTs begun, by table (writer thread only)
 
     def start(self) -> None:
@@ -614,19 +615,28 @@ class Batcher:
         again (it stores only what is missing) a few times, then leave it to `_repair`."""
         token = insert_token(blocks)
         self._table_inserts[table] = self._table_inserts.get(table, 0) + 1
-        for pause in (*RETRY_PAUSES, None):
-            try:
-                self._insert(blocks, token=token)
-                return
-            except StorageError as exc:
-                if not exc.retryable or not (exc.partial or self._stored_without_views(table, blocks)):
-                    raise
-                exc.partial = True
-                if pause is None:
-                    self._add_repair(table, blocks, token, exc)
-                    raise
-                log.warning("an insert into %s stored its rows but not their views (%s); sending it again", table, exc)
-                time.sleep(pause)
+        ahead = self._journal_ahead(table, token, blocks)
+        try:
+            for pause in (*RETRY_PAUSES, None):
+                try:
+                    self._insert(blocks, token=token)
+                    return
+                except StorageError as exc:
+                    if not exc.retryable or not (exc.partial or self._stored_without_views(table, blocks)):
+                        raise
+                    exc.partial = True
+                    if pause is None:
+                        self._add_repair(table, blocks, token, exc)  # kept in the journal as a repair
+                        raise
+                    log.warning(
+                        "an insert into %s stored its rows but not their views (%s); sending it again", table, exc
+                    )
+                    time.sleep(pause)
+        finally:
+            # The INSERT's outcome is known (stored; nothing stored; or under repair), and its
+            # requests are answered only after this.
+            if ahead is not None:
+                ahead.unlink(missing_ok=True)
 
     def _stored_without_views(self, table: str, blocks: list[EncodedBlock]) -> bool:
         """Whether a failed INSERT of request blocks stored some of them all the same (a view
@@ -684,31 +694,40 @@ class Batcher:
         if self.journal is not None:
             (self.journal / f"{repair.token}.repair").unlink(missing_ok=True)
 
+    def _journal_ahead(self, table: str, token: str, blocks: list[EncodedBlock]) -> Path | None:
+        """Keep the INSERT about to be sent in the journal until its outcome is known, so that if
+        this process dies meanwhile (kill -9 between the parts of the table and of its views),
+        the next start sends it again (`_journal_replay`): ClickHouse then stores only what is
+        missing. Not fsynced: it is to outlive the process, as the parts ClickHouse writes
+        without fsync do, not the machine. None when it cannot be kept (the INSERT goes ahead)."""
+        if self.journal is None:
+            return None
+        path = self.journal / f"{token}.insert"
+        try:
+            self.journal.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as out:
+                _write_entry(out, table, token, blocks)
+        except OSError as exc:  # a full disk, say
+            path.unlink(missing_ok=True)
+            if self._journal_ok:
+                log.error(
+                    "cannot keep inserts in %s until they are done (%s): a crash meanwhile may leave rows unmetered",
+                    self.journal,
+                    exc,
+                )
+            self._journal_ok = False
+            return None
+        self._journal_ok = True
+        return path
+
     def _journal_keep(self, repair: _Repair) -> None:
         if self.journal is None:
             return
-        header = {
-            "table": repair.table,
-            "token": repair.token,
-            "blocks": [
-                {
-                    "columns": list(block.column_names),
-                    "rows": block.rows,
-                    "size": len(block.data),
-                    "block_id": block.block_id,
-                    "tenant_id": block.tenant_id,
-                    "nonce": block.nonce,
-                }
-                for block in repair.blocks
-            ],
-        }
         path = self.journal / f"{repair.token}.repair"
         try:
             self.journal.mkdir(parents=True, exist_ok=True)
             with open(path.with_suffix(".tmp"), "wb") as out:
-                out.write(json.dumps(header).encode() + b"\n")
-                for block in repair.blocks:
-                    out.write(block.data)
+                _write_entry(out, repair.table, repair.token, repair.blocks)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(path.with_suffix(".tmp"), path)
@@ -716,27 +735,39 @@ class Batcher:
             log.error("cannot keep an insert into %s under repair in %s: %s", repair.table, self.journal, exc)
 
     def _journal_replay(self) -> int:
-        """Send again the INSERTs a previous process left under repair; those that still fail
-        are repaired in the background. Returns the INSERTs completed."""
+        """Send again the INSERTs a previous process left under repair, or died during (each
+        with its token: what was stored is not stored again); those that still fail are
+        repaired in the background. Returns the INSERTs sent again."""
         if self.journal is None or not self.journal.is_dir():
             return 0
         completed = 0
-        for path in sorted(self.journal.glob("*.repair")):
+        for path in sorted(self.journal.glob("*.insert")) + sorted(self.journal.glob("*.repair")):
             try:
-                table, token, blocks = _read_repair(path)
+                table, token, blocks = _read_entry(path)
             except (OSError, ValueError, KeyError) as exc:
-                log.error("cannot read the insert under repair in %s (%s); leaving it there", path, exc)
+                if path.suffix == ".insert":
+                    # Cut short: the process died writing it, before the INSERT was sent.
+                    log.warning("removing %s, an insert never sent (%s)", path, exc)
+                    path.unlink(missing_ok=True)
+                else:
+                    log.error("cannot read the insert under repair in %s (%s); leaving it there", path, exc)
                 continue
             try:
                 self._insert(blocks, token=token)
             except StorageError as exc:
-                log.warning("an insert into %s left under repair is still incomplete (%s)", table, exc)
+                if not exc.retryable:  # refused as it stands: it stored nothing, and never will
+                    log.error("an insert into %s the last run left unfinished is refused (%s); dropped", table, exc)
+                    path.unlink(missing_ok=True)
+                    continue
+                log.warning("an insert into %s the last run left unfinished is still incomplete (%s)", table, exc)
+                if path.suffix == ".insert":
+                    os.replace(path, path.with_suffix(".repair"))
                 self._start_repair(table, blocks, token)
                 self._queue.put(_WAKE)  # the writer's next wait ends in time for it
                 continue
             path.unlink(missing_ok=True)
             completed += 1
-            log.warning("completed an insert into %s that the last run left under repair", table)
+            log.warning("sent again an insert into %s that the last run left unfinished (%s)", table, path.suffix[1:])
         return completed
 
     def _next_repair_in(self) -> float | None:
@@ -813,9 +844,9 @@ class Batcher:
         record them in the ledger, so that an exporter's retry of them stores nothing twice.
         Run once at start, before serving. Returns the blocks it completed; each is written
         with a token of its own, so running it again, or in two processes, counts nothing twice.
-        First it sends again the INSERTs the last run left under repair (`journal`): their rows
-        are stored, and their ledger rows may be, while their usage is not, which the search
-        below cannot tell from a complete INSERT."""
+        First it sends again the INSERTs the last run left under repair or died during
+        (`journal`): their rows may be stored, and their ledger rows too, while their usage is
+        not, which the search below cannot tell from a complete INSERT."""
         completed = self._journal_replay()
         if self.store.layout.cluster:
             return completed  # each shard's parts are its own; see docs/OPERATIONS.md
@@ -917,8 +948,31 @@ class IngestLedger:
         return {row[0] for row in result.result_rows}
 
 
-def _read_repair(path: Path) -> tuple[str, str, list[EncodedBlock]]:
-    """An INSERT under repair as `Batcher._journal_keep` wrote it: its table, token and blocks."""
+def _write_entry(out, table: str, token: str, blocks: list[EncodedBlock]) -> None:
+    """An INSERT as the journal keeps it: a JSON line (its table, token and blocks), then the
+    blocks' Native data."""
+    header = {
+        "table": table,
+        "token": token,
+        "blocks": [
+            {
+                "columns": list(block.column_names),
+                "rows": block.rows,
+                "size": len(block.data),
+                "block_id": block.block_id,
+                "tenant_id": block.tenant_id,
+                "nonce": block.nonce,
+            }
+            for block in blocks
+        ],
+    }
+    out.write(json.dumps(header).encode() + b"\n")
+    for block in blocks:
+        out.write(block.data)
+
+
+def _read_entry(path: Path) -> tuple[str, str, list[EncodedBlock]]:
+    """An INSERT as `_write_entry` kept it: its table, token and blocks."""
     with open(path, "rb") as source:
         header = json.loads(source.readline())
         blocks = []

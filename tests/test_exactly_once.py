@@ -391,6 +391,133 @@ def test_an_insert_left_under_repair_is_completed_at_the_next_start(store, tenan
     assert not list(journal.iterdir())
 
 
+_DIE_BETWEEN_THE_VIEWS = """
+import json, os, subprocess, sys
+from pathlib import Path
+import django
+django.setup()
+from gateway.otlp import decode
+from gateway.otlp.prepare import prepare
+from storage.batcher import Batcher
+from storage.clickhouse import Store
+from storage.flatten import TableBatch
+from tenants.keyring import KeyRing
+from tests import otlp_requests
+from vocabulary import Signal
+
+store = Store(sys.argv[1])
+store.migrate()
+tenant = "7f0c3d4e-0000-4000-8000-000000000003"
+def rows(sql):
+    return store.dangerously_query_unscoped(sql, reason="test").result_rows
+usage_path = rows("SELECT data_paths[1] FROM system.tables WHERE database = currentDatabase() AND name = 'gateway_usage'")[0][0]
+print(json.dumps({"usage_path": usage_path}), flush=True)
+batcher = Batcher(store, journal=Path(sys.argv[2]))
+
+def die(table, blocks):
+    # The moment a kill -9 between an INSERT's parts leaves behind: its rows and their ledger
+    # row stored, their usage not, and the writer gone before it looked at the outcome. (The
+    # views of a table run in no fixed order: when the ledger's ran after the usage view
+    # failed, it wrote nothing, and its row is put here as the other order leaves it.)
+    (block_id,) = {block.block_id for block in blocks if block.block_id}
+    if not rows(f"SELECT count() FROM gateway_ingest_ledger WHERE Block = '{block_id}'")[0][0]:
+        ledger = TableBatch("gateway_ingest_ledger", ("TenantId", "Block"), [[tenant], [block_id]])
+        store.insert_native(ledger.table, ledger.column_names, [store.encode(ledger.table, ledger.column_names, ledger.columns)])
+    os._exit(9)
+
+batcher._stored_without_views = die
+subprocess.run(["chattr", "+i", usage_path], check=True)
+batcher.start()
+body = otlp_requests.traces_request(3).SerializeToString()
+Path(sys.argv[3]).write_bytes(body)  # for the exporter's retry
+prepared = prepare(Signal.TRACES, body, decode.Encoding.PROTOBUF, tenant_id=tenant, retention_days=30,
+                   ring=KeyRing(tenant, {}), sensitive=frozenset(), encode=batcher.encode, body_bytes=len(body))
+batcher.write_encoded(prepared.blocks, timeout=30)
+print(json.dumps({"error": "the INSERT did not fail"}))
+"""
+
+_START_AFTER_THE_DEATH = """
+import json, sys
+from pathlib import Path
+import django
+django.setup()
+from gateway.otlp import decode
+from gateway.otlp.prepare import prepare
+from storage.batcher import Batcher
+from storage.clickhouse import Store
+from tenants.keyring import KeyRing
+from vocabulary import Signal
+
+store = Store(sys.argv[1])
+journal = Path(sys.argv[2])
+tenant = "7f0c3d4e-0000-4000-8000-000000000003"
+left = sorted(path.suffix for path in journal.iterdir())
+def rows(sql):
+    return store.dangerously_query_unscoped(sql, reason="test").result_rows
+before = rows("SELECT sum(ItemsAccepted) FROM gateway_usage")
+batcher = Batcher(store, journal=journal)
+batcher.start()
+sent_again = batcher.reconcile()
+body = Path(sys.argv[3]).read_bytes()  # the exporter sends the request again
+prepared = prepare(Signal.TRACES, body, decode.Encoding.PROTOBUF, tenant_id=tenant, retention_days=30,
+                   ring=KeyRing(tenant, {}), sensitive=frozenset(), encode=batcher.encode, body_bytes=len(body))
+batcher.write_encoded(prepared.blocks, timeout=30)
+batcher.stop()
+print(json.dumps({
+    "left": left,
+    "usage_before": before,
+    "sent_again": sent_again,
+    "traces": rows("SELECT count() FROM otel_traces"),
+    "usage": rows("SELECT sum(Requests), sum(Items), sum(ItemsAccepted), sum(Bytes) FROM gateway_usage"),
+    # (A row put in by hand above has no deduplication token: the view's own then joins it.)
+    "ledger": rows("SELECT uniqExact(Block) FROM gateway_ingest_ledger"),
+    "journal": [path.name for path in journal.iterdir()],
+    "body": len(body),
+}))
+"""
+
+
+def test_a_process_killed_between_an_inserts_parts_is_completed_at_the_next_start(tmp_path):
+    """The writer's process dies after an INSERT stored its rows and their ledger row but not
+    their usage (os._exit inside the writer, where a kill -9 can land: the views' parts are
+    written one after the other). The ledger would tell the next start's search that the block
+    is complete. The INSERT was kept in the journal before it was sent, so the next start sends
+    it again, which stores only the usage; the exporter's retry then stores nothing: stored
+    once, metered once."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.test_serve import ROOT, run_script
+
+    if os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("making gateway_usage unwritable needs root and chattr (CI runs as root)")
+    journal, body = tmp_path / "repairs", tmp_path / "request.bin"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway.settings", "GATEWAY_DATA_DIR": str(tmp_path)}
+    died = subprocess.run(
+        [sys.executable, "-c", _DIE_BETWEEN_THE_VIEWS, f"chdb://{tmp_path / 'clickhouse'}", str(journal), str(body)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert died.stdout, died.stderr[-3000:]
+    usage_path = json.loads(died.stdout.splitlines()[0])["usage_path"]
+    subprocess.run(["chattr", "-i", usage_path], check=True)
+    assert died.returncode == 9, died.stdout[-2000:] + died.stderr[-3000:]
+    result = run_script(_START_AFTER_THE_DEATH, tmp_path, str(journal), str(body))
+    assert result["left"] == [".insert"]  # what the dead process left: the INSERT it was in
+    assert result["usage_before"] == [[0]]
+    assert result["sent_again"] >= 1
+    assert result["traces"] == [[3]]
+    assert result["usage"] == [[1, 3, 3, result["body"]]]
+    assert result["ledger"] == [[1]]
+    assert result["journal"] == []
+
+
 def test_an_insert_is_not_sent_again_once_clickhouse_may_have_forgotten_its_token(store, tenant, tmp_path):
     """While gateway_usage cannot be written every INSERT waits for repair. Once more INSERTs
     into its table have begun after it than ClickHouse remembers tokens for (here 3, in place of
