@@ -247,6 +247,7 @@ class Batcher:
         self._held_rows = 0
         self._served: dict[str, float] = {}
         self._contended = False  # more than one tenant active at the last `_take_fair`
+        self._stop_seen = False  # `_flush_late_light` took the stop from the queue
         self._markers: list[tuple[_Pending, list[_Pending]]] = []
         # Usage records of refused requests whose INSERT failed for a reason that can pass,
         # written again with the repairs (writer thread only), and when that is next due.
@@ -429,6 +430,7 @@ class Batcher:
             self._repair()
             if group:
                 self._flush(group)
+                stop = stop or self._stop_seen
             self._release_markers()
 
     def _hold(self, pending: _Pending) -> None:
@@ -515,36 +517,84 @@ class Batcher:
     def _flush(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
         group = [pending for pending in group if pending.start()]  # not those nobody waits for
-        try:
-            stored = self.ledger.stored([block for pending in group for block in pending.blocks])
-        except StorageError as exc:
-            stored = None
-            for pending in group:
-                pending.error = exc
+        stored = self._stored(group)
+        parts, busy = self._light_first(group) if stored is not None else ([group], set())
         kept = 0
-        for part in self._light_first(group) if stored is not None else [group]:
+        for index, part in enumerate(parts):
+            if index:  # before each busy tenant's INSERT, the light requests that came meanwhile
+                kept += self._flush_late_light(busy=busy)
             if stored is not None:
                 self._insert_group(part, stored)
-            for pending in part:  # answered now, not after the INSERTs that follow in this flush
-                if self._keep_for_later(pending):  # not done: drain() waits for it
-                    kept += 1
-                    continue
-                if pending.error is not None:
-                    log.error("storing a request failed: %s", pending.error)
-                pending.done.set()
+            kept += self._answer(part)  # now, not after the INSERTs that follow in this flush
         self.observer.flushed(seconds=time.perf_counter() - started)
         if kept:
             log.warning("%d usage records of refused requests kept until storage takes them", kept)
 
-    def _light_first(self, group: list[_Pending]) -> list[list[_Pending]]:
+    def _stored(self, group: list[_Pending]) -> set[str] | None:
+        """The blocks of `group` the ledger has; None if it cannot be read (then each request
+        has its error)."""
+        try:
+            return self.ledger.stored([block for pending in group for block in pending.blocks])
+        except StorageError as exc:
+            for pending in group:
+                pending.error = exc
+            return None
+
+    def _answer(self, part: list[_Pending]) -> int:
+        """Tell the requests of `part` how their INSERT went; returns the usage records kept."""
+        kept = 0
+        for pending in part:
+            if self._keep_for_later(pending):  # not done: drain() waits for it
+                kept += 1
+                continue
+            if pending.error is not None:
+                log.error("storing a request failed: %s", pending.error)
+            pending.done.set()
+        return kept
+
+    def _flush_late_light(self, *, busy: set[str]) -> int:
+        """Write, in an INSERT of their own, the requests of light tenants (as in `_light_first`)
+        that arrived while this flush was being written, so that they wait for the INSERT in
+        progress only, not for `busy` tenants' INSERTs as well. At most one such INSERT before
+        each busy tenant's: a busy tenant still gets its turn. Returns the usage records kept."""
+        while not self._stop_seen:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._stop_seen = True
+                break
+            if item is not _WAKE:
+                self._hold(item)
+        late, now = [], time.monotonic()
+        for tenant in [tenant for tenant in self._held if tenant not in busy]:
+            held = self._held[tenant]
+            rows = sum(pending.rows for pending in held)
+            if rows * 2 >= self.fair_rows:
+                continue
+            late.extend(held)
+            del self._held[tenant]
+            self._held_rows -= rows
+            self._served[tenant] = now
+        if not late:
+            return 0
+        late = [pending for pending in late if pending.start()]
+        stored = self._stored(late)
+        if stored is not None:
+            self._insert_group(late, stored)
+        return self._answer(late)
+
+    def _light_first(self, group: list[_Pending]) -> tuple[list[list[_Pending]], set[str]]:
         """`group` as the INSERTs to send one after the other: while more than one tenant is
         active, the tenants with fewer than half of `fair_rows` rows here (and the usage records)
         first, in one INSERT of their own, and each other tenant's rows after them, alone. A
         tenant sending little then neither waits for a busy tenant's INSERT within the flush
         nor pays for its rows: an INSERT that carries 2000 of another tenant's rows, in another
-        partition, costs chDB about twice as much as one of 100 (docs/BENCHMARKS.md)."""
+        partition, costs chDB about twice as much as one of 100 (docs/BENCHMARKS.md). Returns
+        the INSERTs' requests, and the tenants that are not light."""
         if not self._contended:
-            return [group]
+            return [group], set()
         rows: dict[str, int] = {}
         for pending in group:
             if not pending.background:
@@ -552,12 +602,12 @@ class Batcher:
                 rows[tenant] = rows.get(tenant, 0) + pending.rows
         heavy = {tenant for tenant, count in rows.items() if count * 2 >= self.fair_rows}
         if not heavy or len(heavy) == len(rows) == 1:
-            return [group]
+            return [group], heavy
         light = [p for p in group if p.background or p.blocks[0].tenant_id not in heavy]
         parts = [light] if light else []
         for tenant in sorted(heavy, key=lambda tenant: rows[tenant]):
             parts.append([p for p in group if not p.background and p.blocks[0].tenant_id == tenant])
-        return parts
+        return parts, heavy
 
     def _insert_group(self, group: list[_Pending], stored: set[str]) -> None:
         # Each block once: not one the ledger has (the request was sent again, or stored after

@@ -185,6 +185,64 @@ def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(sto
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_light_request_that_arrives_during_a_turn_goes_before_the_busy_tenants_insert(store, make_tenant):
+    """A quiet tenant's request that arrives while the writer writes another quiet request,
+    with a busy tenant's INSERT still to come in the same turn, is written before that INSERT
+    (it waits for the INSERT in progress only), and the busy tenant's INSERT follows it."""
+    from tests.test_exactly_once import _blocks, _request, _stored_by_trace
+
+    busy_tenant, quiet_tenant = make_tenant("Busy"), make_tenant("Quiet")
+    requests = {}
+    finished: list[str] = []
+    lock = threading.Lock()
+    threads: list[threading.Thread] = []
+
+    def send(name: str) -> None:
+        batcher.write_encoded(requests[name], timeout=30)
+        with lock:
+            finished.append(name)
+
+    def start(name: str) -> None:
+        thread = threading.Thread(target=send, args=(name,))
+        threads.append(thread)
+        thread.start()
+
+    class Inserts(_TraceInserts):
+        def inserted(self, *, table: str, rows: int, seconds: float, ok: bool) -> None:
+            super().inserted(table=table, rows=rows, seconds=seconds, ok=ok)
+            if table == "otel_traces" and self.rows == [40, 5]:  # quiet1 written, busy2's INSERT next
+                start("quiet2")  # (in the writer's thread: it arrives before the writer goes on)
+                time.sleep(0.3)
+
+    inserts = Inserts()
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts)
+    requests.update({f"busy{k}": _blocks(batcher, busy_tenant, _request(40, 300 + k)) for k in range(1, 4)})
+    requests.update({f"quiet{k}": _blocks(batcher, quiet_tenant, _request(5, 400 + k)) for k in (1, 2)})
+    batcher.start()
+    try:
+        engine = threading.Thread(target=lambda: store.query("SELECT sleepEachRow(0.5) FROM numbers(3)"))
+        engine.start()  # holds the engine: busy2, busy3 and quiet1 queue behind busy1's INSERT
+        time.sleep(0.2)
+        for name in ("busy1", "busy2", "busy3", "quiet1"):
+            start(name)
+            time.sleep(0.05)
+        engine.join()
+        deadline = time.monotonic() + 30
+        while len(finished) < 5:
+            assert time.monotonic() < deadline, finished
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join()
+    finally:
+        batcher.stop()
+    # Without it quiet2 would wait for busy2's INSERT: [40, 5, 40, 5, 40].
+    assert inserts.rows == [40, 5, 5, 40, 40]
+    assert finished.index("quiet2") < finished.index("busy2")
+    assert _stored_by_trace(busy_tenant) == {301: 40, 302: 40, 303: 40}
+    assert _stored_by_trace(quiet_tenant) == {401: 5, 402: 5}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_usage_records_of_refused_requests_do_not_make_a_tenants_inserts_smaller(store, make_tenant):
     """A tenant alone with a backlog, while refused requests from unknown senders are metered
     (a flood of bad keys, say): the records join the next INSERT, the tenant's INSERTs stay
