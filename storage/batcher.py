@@ -892,12 +892,13 @@ class Batcher:
         """Meter the request blocks stored in the last `minutes` whose views were never written
         (the process died between an INSERT's rows and its views: kill -9, a power cut), and
         record them in the ledger, so that an exporter's retry of them stores nothing twice.
-        Run once at start, before serving. Returns the blocks it completed; each is written
-        with a token of its own, so running it again, or in two processes, counts nothing twice.
+        Run once at start, before serving. Returns the INSERTs it sent again (below) and the
+        blocks it completed; each block is written with a token of its own, so running it
+        again, or in two processes, counts nothing twice.
         First it sends again the INSERTs the last run left under repair or died during
         (`journal`): their rows may be stored, and their ledger rows too, while their usage is
         not, which the search below cannot tell from a complete INSERT."""
-        completed = self._journal_replay()
+        completed = sent_again = self._journal_replay()
         if self.store.layout.cluster:
             return completed  # each shard's parts are its own; see docs/OPERATIONS.md
         for table in TELEMETRY_TABLES:
@@ -947,8 +948,11 @@ class Batcher:
                     log.warning("cannot reconcile block %s of %s: %s", block_id, table, exc)
                     continue
                 completed += 1
-        if completed:
-            log.warning("metered %d request blocks stored without their usage (the last run was cut off)", completed)
+        if completed > sent_again:
+            log.warning(
+                "metered %d request blocks stored without their usage (the last run was cut off)",
+                completed - sent_again,
+            )
         return completed
 
     @property
