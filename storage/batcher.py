@@ -247,7 +247,7 @@ class Batcher:
         self._held_rows = 0
         self._served: dict[str, float] = {}
         self._contended = False  # more than one tenant active at the last `_take_fair`
-        self._stop_seen = False  # `_flush_late_light` took the stop from the queue
+        self._stop_seen = False  # `_flush_late_light`'s `_collect` took the stop from the queue
         self._markers: list[tuple[_Pending, list[_Pending]]] = []
         # Usage records of refused requests whose INSERT failed for a reason that can pass,
         # written again with the repairs (writer thread only), and when that is next due.
@@ -557,21 +557,13 @@ class Batcher:
         that arrived while this flush was being written, so that they wait for the INSERT in
         progress only, not for `busy` tenants' INSERTs as well. At most one such INSERT before
         each busy tenant's: a busy tenant still gets its turn. Returns the usage records kept."""
-        while not self._stop_seen:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._stop_seen = True
-                break
-            if item is not _WAKE:
-                self._hold(item)
+        if not self._stop_seen:
+            self._stop_seen = self._collect(linger=False)
         late, now = [], time.monotonic()
         for tenant in [tenant for tenant in self._held if tenant not in busy]:
             held = self._held[tenant]
             rows = sum(pending.rows for pending in held)
-            if rows * 2 >= self.fair_rows:
+            if not self._light(rows):
                 continue
             late.extend(held)
             del self._held[tenant]
@@ -584,6 +576,10 @@ class Batcher:
         if stored is not None:
             self._insert_group(late, stored)
         return self._answer(late)
+
+    def _light(self, rows: int) -> bool:
+        """Whether a tenant with `rows` in a turn is light: under half its share of an INSERT."""
+        return rows * 2 < self.fair_rows
 
     def _light_first(self, group: list[_Pending]) -> tuple[list[list[_Pending]], set[str]]:
         """`group` as the INSERTs to send one after the other: while more than one tenant is
@@ -600,7 +596,7 @@ class Batcher:
             if not pending.background:
                 tenant = pending.blocks[0].tenant_id
                 rows[tenant] = rows.get(tenant, 0) + pending.rows
-        heavy = {tenant for tenant, count in rows.items() if count * 2 >= self.fair_rows}
+        heavy = {tenant for tenant, count in rows.items() if not self._light(count)}
         if not heavy or len(heavy) == len(rows) == 1:
             return [group], heavy
         light = [p for p in group if p.background or p.blocks[0].tenant_id not in heavy]
