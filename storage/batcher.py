@@ -47,6 +47,7 @@ from storage.schema import (
     DEDUPLICATION_WINDOW,
     ITEMS_REJECTED_COLUMN,
     LEDGER_TABLE,
+    LEDGER_USAGE_COLUMNS,
     REQUEST_BYTES_COLUMN,
     TABLE_SIGNALS,
     TELEMETRY_TABLES,
@@ -151,6 +152,14 @@ FAIR_WINDOW_SECONDS = 1.0
 MAX_LATER = 10_000
 # How far back `Batcher.reconcile` looks, in parts written (or merged) that recently.
 RECONCILE_MINUTES = 60
+# `Batcher.check_usage`: how often the writer runs it, the hours it looks back (at start, the
+# ledger's first day), and how long after a repair's last attempt an INSERT may still be writing.
+USAGE_CHECK_SECONDS = 1200.0
+USAGE_CHECK_HOURS = 4
+USAGE_CHECK_HOURS_AT_START = 24
+USAGE_SETTLE_SECONDS = 300
+# The usage a ledger row carries that `check_usage` compares (USAGE_COLUMNS' counts).
+_COUNTS = ("Requests", "Items", "ItemsAccepted", "Bytes")
 
 
 def insert_token(blocks: list[EncodedBlock]) -> str:
@@ -260,6 +269,7 @@ class Batcher:
         self.journal = journal
         self._journal_ok = True  # the last entry could be written (errors are logged once)
         self._table_inserts: dict[str, int] = {}  # INSERTs begun, by table (writer thread only)
+        self._check_at = time.monotonic() + USAGE_CHECK_SECONDS  # the next `check_usage` (writer thread)
 
     def start(self) -> None:
         with self._lock:
@@ -411,6 +421,7 @@ class Batcher:
                     first = self._queue.get(timeout=self._next_repair_in())
                 except queue.Empty:
                     self._repair()
+                    self._check_usage_when_due()
                     self._hold_later()
                     continue
                 if first is _WAKE:
@@ -428,6 +439,7 @@ class Batcher:
             group = self._take_fair()
             self.observer.queue_depth(self._queue.qsize() + self._held_requests())
             self._repair()
+            self._check_usage_when_due()
             if group:
                 self._flush(group)
                 stop = stop or self._stop_seen
@@ -713,7 +725,7 @@ class Batcher:
             dropped = self._repairs.pop(0)
             self._forget(dropped)
             log.error(
-                "giving up an insert into %s: %d rows are stored without their usage records",
+                "giving up an insert into %s: %d rows are stored without their usage records until the usage check meters them",
                 dropped.table,
                 sum(block.rows for block in dropped.blocks),
             )
@@ -817,7 +829,7 @@ class Batcher:
         return completed
 
     def _next_repair_in(self) -> float | None:
-        due = [repair.next_at for repair in self._repairs]
+        due = [repair.next_at for repair in self._repairs] + [self._check_at]
         if self._later:
             due.append(self._later_at)
         if not due:
@@ -857,7 +869,8 @@ class Batcher:
                 self._forget(repair)
                 log.error(
                     "giving up an insert into %s after %d attempts: ClickHouse may no longer remember it, and "
-                    "sent again its rows could be stored twice; %d rows are stored without their usage records",
+                    "sent again its rows could be stored twice; %d rows are stored without their usage records "
+                    "until the usage check meters them",
                     repair.table,
                     repair.attempts,
                     sum(block.rows for block in repair.blocks),
@@ -873,7 +886,7 @@ class Batcher:
                     self._forget(repair)
                     log.error(
                         "giving up an insert into %s after %d attempts (%s): %d rows are stored without their "
-                        "usage records",
+                        "usage records until the usage check meters them",
                         repair.table,
                         repair.attempts,
                         exc,
@@ -916,14 +929,17 @@ class Batcher:
             except Exception as exc:  # noqa: BLE001 - storage that cannot be read is reported by /readyz
                 log.warning("cannot reconcile %s with its usage: %s", table, exc)
                 continue
+            hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
             for tenant_id, block_id, rows, body_bytes, rejected in missing:
-                usage = TableBatch(
-                    USAGE_TABLE,
-                    USAGE_COLUMNS,
+                # The block's ledger row, with its usage: the ledger's view meters it.
+                ledger = TableBatch(
+                    LEDGER_TABLE,
+                    ("TenantId", "Block", *LEDGER_USAGE_COLUMNS),
                     [
                         [tenant_id],
+                        [block_id],
                         [TABLE_SIGNALS[table]],
-                        [datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)],
+                        [hour],
                         ["partially_accepted" if rejected else "accepted"],
                         [1 if body_bytes else 0],
                         [rows + rejected],
@@ -931,25 +947,100 @@ class Batcher:
                         [body_bytes],
                     ],
                 )
-                ledger = TableBatch(LEDGER_TABLE, ("TenantId", "Block"), [[tenant_id], [block_id]])
                 try:
-                    for batch in (usage, ledger):  # usage first: a ledger row says it is all done
-                        self.store.insert_native(
-                            batch.table,
-                            batch.column_names,
-                            [self.store.encode(batch.table, batch.column_names, batch.columns)],
-                            token=f"reconcile-{block_id}",
-                        )
+                    self.store.insert_native(
+                        ledger.table,
+                        ledger.column_names,
+                        [self.store.encode(ledger.table, ledger.column_names, ledger.columns)],
+                        token=f"reconcile-{block_id}",
+                    )
                 except StorageError as exc:
                     log.warning("cannot reconcile block %s of %s: %s", block_id, table, exc)
                     continue
                 completed += 1
+        try:
+            completed += self.check_usage(hours=USAGE_CHECK_HOURS_AT_START)
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.warning("cannot compare the ledger with usage: %s", exc)
         if completed > sent_again:
             log.warning(
                 "metered %d request blocks stored without their usage (the last run was cut off)",
                 completed - sent_again,
             )
         return completed
+
+    def _check_usage_when_due(self) -> None:
+        if time.monotonic() < self._check_at:
+            return
+        try:
+            self.check_usage()
+        except Exception as exc:  # noqa: BLE001 - storage that cannot be read is reported by /readyz
+            log.warning("cannot compare the ledger with usage: %s", exc)
+        self._check_at = time.monotonic() + USAGE_CHECK_SECONDS
+
+    def check_usage(self, *, hours: int = USAGE_CHECK_HOURS) -> int:
+        """Meter what the ledger holds and usage does not, for the hours that began within the
+        last `hours`: a block whose ledger row was written while its usage was not (its
+        INSERT's usage part failed, and the process died before it was sent again, or its
+        repair was given up). Accepted usage is the sum of the ledger's rows (migration 7), so
+        the difference is what is missing. Returns the usage rows written.
+        Left out: the blocks under repair here (their repair meters them), and with a ClickHouse
+        server, the hours in which other processes' INSERTs may still be under repair (those
+        that began less than REPAIR_SECONDS and an hour ago): they are checked later, by the
+        check every USAGE_CHECK_SECONDS. Each correction carries a token made of what it
+        corrects, so that two processes that find the same difference at once write it once."""
+        if self.store.layout.cluster:
+            return 0  # each shard's ledger and usage are its own; see docs/OPERATIONS.md
+        settled = -3600 if self.store.embedded else int(3600 + REPAIR_SECONDS + USAGE_SETTLE_SECONDS)
+        window = (
+            "Hour >= toStartOfHour(now()) - toIntervalHour({hours:UInt32}) "
+            "AND Hour <= now() - toIntervalSecond({settled:Int64})"
+        )
+        sums = ", ".join(
+            f"sumIf({column}, Ledger) AS L{column}, sumIf({column}, NOT Ledger) AS U{column}" for column in _COUNTS
+        )
+        result = self.store.dangerously_query_unscoped(
+            f"SELECT TenantId, Signal, toUnixTimestamp(Hour), Outcome, {sums} FROM ("
+            f"SELECT true AS Ledger, TenantId, Signal, Hour, Outcome, {', '.join(_COUNTS)} FROM {LEDGER_TABLE} "
+            # (At is what the ledger is partitioned by; a block's Hour is the start of its At's.)
+            f"WHERE At >= toStartOfHour(now()) - toIntervalHour({{hours:UInt32}}) AND {window} AND Signal != '' "
+            "AND Block NOT IN {repairing:Array(String)} "
+            f"UNION ALL SELECT false, TenantId, Signal, Hour, Outcome, {', '.join(_COUNTS)} FROM {USAGE_TABLE} "
+            f"WHERE {window} AND Outcome IN ('accepted', 'partially_accepted')"
+            ") GROUP BY TenantId, Signal, Hour, Outcome HAVING "
+            + " OR ".join(f"L{column} > U{column}" for column in _COUNTS),
+            {"hours": hours, "settled": settled, "repairing": sorted(self._repairing)},
+            reason="the writer: usage the ledger holds and usage does not",
+        ).result_rows
+        written = 0
+        for tenant_id, signal, hour, outcome, *counts in result:
+            ledger, usage = counts[0::2], counts[1::2]
+            missing = [max(0, have - metered) for have, metered in zip(ledger, usage)]
+            digest = hashlib.blake2b(repr((tenant_id, signal, hour, outcome, ledger, usage)).encode(), digest_size=16)
+            correction = TableBatch(
+                USAGE_TABLE,
+                USAGE_COLUMNS,
+                [[tenant_id], [signal], [datetime.fromtimestamp(hour, UTC)], [outcome], *([n] for n in missing)],
+            )
+            try:
+                self.store.insert_native(
+                    USAGE_TABLE,
+                    USAGE_COLUMNS,
+                    [self.store.encode(USAGE_TABLE, USAGE_COLUMNS, correction.columns)],
+                    token=f"usage-check-{digest.hexdigest()}",
+                )
+            except StorageError as exc:
+                log.warning("cannot meter the usage the ledger holds for tenant %s: %s", tenant_id, exc)
+                continue
+            written += 1
+            log.warning(
+                "metered %d %s items of tenant %s stored without their usage (hour %s)",
+                missing[2],
+                signal,
+                tenant_id,
+                datetime.fromtimestamp(hour, UTC).strftime("%Y-%m-%d %H:00"),
+            )
+        return written
 
     @property
     def repairs(self) -> int:

@@ -14,8 +14,9 @@ from the tenant and the request itself (its body, as decompressed):
 - every row carries the partition it belongs to (`GatewayPartition`: the tenant's own, or a
   shared one, by its isolation tier);
 - the first row of the request's first block carries what metering needs besides the rows
-  (`GatewayRequestBytes`, `GatewayItemsRejected`), so the usage views count each request once
-  and each stored row as one accepted item: accepted usage is what was stored, by construction.
+  (`GatewayRequestBytes`, `GatewayItemsRejected`), so the ledger's row of each block carries
+  its usage (each request once, each stored row one accepted item), and the ledger's own view
+  sums them into usage: accepted usage is what was stored, by construction.
 """
 
 from __future__ import annotations

@@ -598,6 +598,60 @@ def _trace_id_ts_view_with_partition(layout: Layout) -> tuple[str, ...]:
     return (f"DROP VIEW IF EXISTS {TRACE_ID_TS_VIEW}{layout.on_cluster}", view)
 
 
+# Migration 7: the ledger carries each block's usage, and accepted usage is summed from the
+# ledger (telemetry -> ledger -> usage, one chain per INSERT) in place of a view of its own on
+# each telemetry table. Two independent views could leave a block in the ledger without its
+# usage (a view failed, the process died) with nothing to tell it from a metered one; now usage
+# is the sum of the ledger's rows, which `Batcher.check_usage` compares and completes.
+LEDGER_USAGE_COLUMNS = ("Signal", "Hour", "Outcome", "Requests", "Items", "ItemsAccepted", "Bytes")
+USAGE_FROM_LEDGER_VIEW = f"{USAGE_TABLE}_from_{LEDGER_TABLE}"
+
+
+def _ledger_usage_columns(layout: Layout) -> tuple[str, ...]:
+    # Rows written before this migration keep Signal '': they carry no usage of their own.
+    columns = (
+        "ADD COLUMN IF NOT EXISTS Signal LowCardinality(String) DEFAULT '', "
+        "ADD COLUMN IF NOT EXISTS Hour DateTime DEFAULT toStartOfHour(At), "
+        "ADD COLUMN IF NOT EXISTS Outcome LowCardinality(String) DEFAULT '', "
+        "ADD COLUMN IF NOT EXISTS Requests UInt64 DEFAULT 0, "
+        "ADD COLUMN IF NOT EXISTS Items UInt64 DEFAULT 0, "
+        "ADD COLUMN IF NOT EXISTS ItemsAccepted UInt64 DEFAULT 0, "
+        "ADD COLUMN IF NOT EXISTS Bytes UInt64 DEFAULT 0"
+    )
+    statements = [f"ALTER TABLE {layout.data_table(LEDGER_TABLE)}{layout.on_cluster} {columns}"]
+    if layout.cluster:
+        statements.append(f"ALTER TABLE {LEDGER_TABLE}{layout.on_cluster} {columns}")
+    return tuple(statements)
+
+
+def _usage_from_the_ledger(layout: Layout) -> tuple[str, ...]:
+    """A block's first row carries its rows and, on the request's first block, the request's
+    size and the items it rejected (storage.requests): the ledger's row of each block holds its
+    accepted usage, and usage is their sum. Safe to run again after a crash at any statement;
+    with a server, stop the writers first (docs/OPERATIONS.md): between the old views' drop and
+    the new ones' creation, rows stored are not metered."""
+    ledger = layout.data_table(LEDGER_TABLE)
+    statements = [
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {USAGE_FROM_LEDGER_VIEW}{layout.on_cluster} "
+        f"TO {layout.data_table(USAGE_TABLE)} AS SELECT TenantId, Signal, Hour, Outcome, sum(Requests) AS Requests, "
+        "sum(Items) AS Items, sum(ItemsAccepted) AS ItemsAccepted, sum(Bytes) AS Bytes "
+        f"FROM {ledger} WHERE Signal != '' GROUP BY TenantId, Signal, Hour, Outcome"
+    ]
+    for table in TELEMETRY_TABLES:
+        statements += [
+            f"DROP VIEW IF EXISTS {usage_view_name(table)}{layout.on_cluster}",
+            f"DROP VIEW IF EXISTS {ledger_view_name(table)}{layout.on_cluster}",
+            f"CREATE MATERIALIZED VIEW {ledger_view_name(table)}{layout.on_cluster} TO {ledger} AS SELECT "
+            f"TenantId, {BLOCK_COLUMN} AS Block, '{TABLE_SIGNALS[table]}' AS Signal, toStartOfHour(now()) AS Hour, "
+            f"if({ITEMS_REJECTED_COLUMN} > 0, 'partially_accepted', 'accepted') AS Outcome, "
+            f"toUInt64({REQUEST_BYTES_COLUMN} > 0) AS Requests, "
+            f"toUInt64({BLOCK_ROWS_COLUMN}) + {ITEMS_REJECTED_COLUMN} AS Items, "
+            f"toUInt64({BLOCK_ROWS_COLUMN}) AS ItemsAccepted, {REQUEST_BYTES_COLUMN} AS Bytes "
+            f"FROM {layout.data_table(table)} WHERE {BLOCK_COLUMN} != ''",
+        ]
+    return tuple(statements)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "telemetry tables", (_TRACES, _LOGS, _GAUGE, _SUM, _HISTOGRAM, _EXP_HISTOGRAM, _SUMMARY)),
     Migration(2, "usage metering", (_USAGE,)),
@@ -620,6 +674,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         (_partition_column, _trace_id_ts_view_with_partition, _repartition_all, _deduplication_window),
     ),
     Migration(6, "refused requests by key and reason, with their latest message", (_REFUSALS,)),
+    Migration(
+        7,
+        "usage summed from the ledger, which carries each block's usage",
+        (),
+        (_ledger_usage_columns, _usage_from_the_ledger),
+    ),
 )
 
 # The day-partitioned telemetry tables' time columns: a block of rows for one of them spans one

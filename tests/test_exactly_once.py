@@ -15,7 +15,6 @@ from gateway.otlp import runtime
 from gateway.otlp.pipeline import Pipeline, PipelineConfig
 from storage.batcher import Batcher
 from storage.clickhouse import StorageError
-from storage.flatten import TableBatch
 from tests import otlp_requests
 from tests.clients import grpc_export, http_post
 from tests.conftest import unwritable_table
@@ -251,7 +250,7 @@ def test_a_usage_table_that_cannot_be_written(store, tenant, http_url, grpc_chan
     assert metered["storage_unavailable"][:3] == (3, 12, 0)
 
 
-_MIGRATE_FROM_VERSION_3 = """
+_MIGRATE_FROM_AN_EARLIER_VERSION = """
 import json, sys
 import django
 django.setup()
@@ -267,8 +266,9 @@ from tests import otlp_requests
 from vocabulary import Signal
 
 store = Store(sys.argv[1])
+version = int(sys.argv[2])
 current = schema.MIGRATIONS
-clickhouse.MIGRATIONS = schema.MIGRATIONS = current[:3]  # the schema the previous version made
+clickhouse.MIGRATIONS = schema.MIGRATIONS = current[:version]  # the schema an earlier version made
 tuning = clickhouse.embedded_tuning_statements
 clickhouse.embedded_tuning_statements = lambda: ()  # (it names the tables of every version)
 store.migrate()
@@ -283,15 +283,22 @@ store.command(
     "INSERT INTO gateway_usage (TenantId, Signal, Hour, Outcome, Requests, Items, ItemsAccepted, Bytes) "
     f"VALUES ('{tenant}', 'traces', toStartOfHour(now()), 'accepted', 1, 12, 12, 900)"
 )
+body = otlp_requests.traces_request(3).SerializeToString()
+def send(batcher):
+    prepared = prepare(Signal.TRACES, body, decode.Encoding.PROTOBUF, tenant_id=tenant, retention_days=30,
+                       ring=KeyRing(tenant, {}), sensitive=frozenset(), encode=batcher.encode, body_bytes=len(body))
+    batcher.write_encoded(prepared.blocks, timeout=30)
+if version >= 4:  # a version with the ledger: the request is stored and metered before the migration
+    batcher = Batcher(store)
+    batcher.start()
+    send(batcher)
+    batcher.stop()
 clickhouse.MIGRATIONS = schema.MIGRATIONS = current
 applied = store.migrate()  # what manage.py migrate_clickhouse does
 batcher = Batcher(store)
 batcher.start()
-body = otlp_requests.traces_request(3).SerializeToString()
-for _ in range(2):  # a request, then the same request again
-    prepared = prepare(Signal.TRACES, body, decode.Encoding.PROTOBUF, tenant_id=tenant, retention_days=30,
-                       ring=KeyRing(tenant, {}), sensitive=frozenset(), encode=batcher.encode, body_bytes=len(body))
-    batcher.write_encoded(prepared.blocks, timeout=30)
+for _ in range(2):  # the same request (again), and again
+    send(batcher)
 batcher.stop()
 def rows(sql):
     return store.dangerously_query_unscoped(sql, reason="test").result_rows
@@ -300,23 +307,31 @@ print(json.dumps({
     "traces": rows("SELECT TraceId, count(), countIf(GatewayBlock != '') FROM otel_traces GROUP BY TraceId ORDER BY 1"),
     "usage": rows("SELECT sum(Requests), sum(Items), sum(ItemsAccepted), sum(Bytes) FROM gateway_usage"),
     "ledger": rows("SELECT count() FROM gateway_ingest_ledger"),
+    "corrected": batcher.check_usage(),
     "body": len(body),
 }))
 """
 
 
-def test_migration_4_brings_a_version_3_database_up_to_date_with_its_data(tmp_path):
-    """A database the previous version made (migrations 1-3) with spans and usage in it: after
-    the migration its rows and usage are as they were, and new requests are metered from their
-    rows, once each."""
+@pytest.mark.parametrize("version", [3, 6])
+def test_migrations_bring_an_earlier_database_up_to_date_with_its_data(tmp_path, version):
+    """A database an earlier version made (migrations 1-3: before the ledger; 1-6: usage from
+    views of its own on each telemetry table) with spans and usage in it: after the migrations
+    its rows and usage are as they were, new requests are metered once each (a request stored
+    before the migration is not stored again after it), and the usage check finds nothing
+    missing in the hour of the migration, whose usage came from both kinds of view."""
     from tests.test_serve import run_script
 
-    result = run_script(_MIGRATE_FROM_VERSION_3, tmp_path)
-    assert result["applied"] == [4, 5, 6]
+    result = run_script(_MIGRATE_FROM_AN_EARLIER_VERSION, tmp_path, str(version))
+    assert result["applied"] == list(range(version + 1, 8))
     new_trace = otlp_requests.TRACE_ID.hex()
     assert result["traces"] == sorted([[new_trace, 3, 1], ["trace-old", 12, 0]])
-    assert result["usage"] == [[2, 15, 15, 900 + result["body"]]]
+    # The earlier version's usage row (12 items) and the request (3); from version 4 on, the
+    # 12 spans put in by hand were metered by the views of the time as well.
+    items = 15 + (12 if version >= 4 else 0)
+    assert result["usage"] == [[2, items, items, 900 + result["body"]]]
     assert result["ledger"] == [[1]]
+    assert result["corrected"] == 0
 
 
 def test_rows_stored_without_their_views_are_metered_at_the_next_start(store, tenant):
@@ -370,14 +385,6 @@ def test_an_insert_left_under_repair_is_completed_at_the_next_start(store, tenan
         batcher.stop()  # its last attempt fails too: the table still cannot be written
     assert _stored_by_trace(tenant) == {7: 4}
     assert _metered(tenant) == {}
-    # The views of a table run in no fixed order. When the ledger's ran after the usage view
-    # failed, it wrote nothing; its row is put here as the other order leaves it.
-    if tenant.count("gateway_ingest_ledger") == 0:
-        (block_id,) = {block.block_id for block in blocks if block.block_id}
-        ledger = TableBatch("gateway_ingest_ledger", ("TenantId", "Block"), [[str(tenant.tenant.id)], [block_id]])
-        store.insert_native(
-            ledger.table, ledger.column_names, [store.encode(ledger.table, ledger.column_names, ledger.columns)]
-        )
     assert tenant.count("gateway_ingest_ledger") == 1  # what makes the search blind to it
     next_start = Batcher(store, journal=journal)
     next_start.start()
@@ -400,7 +407,6 @@ from gateway.otlp import decode
 from gateway.otlp.prepare import prepare
 from storage.batcher import Batcher
 from storage.clickhouse import Store
-from storage.flatten import TableBatch
 from tenants.keyring import KeyRing
 from tests import otlp_requests
 from vocabulary import Signal
@@ -412,17 +418,15 @@ def rows(sql):
     return store.dangerously_query_unscoped(sql, reason="test").result_rows
 usage_path = rows("SELECT data_paths[1] FROM system.tables WHERE database = currentDatabase() AND name = 'gateway_usage'")[0][0]
 print(json.dumps({"usage_path": usage_path}), flush=True)
-batcher = Batcher(store, journal=Path(sys.argv[2]))
+batcher = Batcher(store, journal=Path(sys.argv[2]) if sys.argv[2] else None)
 
 def die(table, blocks):
     # The moment a kill -9 between an INSERT's parts leaves behind: its rows and their ledger
-    # row stored, their usage not, and the writer gone before it looked at the outcome. (The
-    # views of a table run in no fixed order: when the ledger's ran after the usage view
-    # failed, it wrote nothing, and its row is put here as the other order leaves it.)
+    # row stored, their usage not (the ledger's view feeds usage's, after the ledger's part is
+    # written), and the writer gone before it looked at the outcome.
     (block_id,) = {block.block_id for block in blocks if block.block_id}
-    if not rows(f"SELECT count() FROM gateway_ingest_ledger WHERE Block = '{block_id}'")[0][0]:
-        ledger = TableBatch("gateway_ingest_ledger", ("TenantId", "Block"), [[tenant], [block_id]])
-        store.insert_native(ledger.table, ledger.column_names, [store.encode(ledger.table, ledger.column_names, ledger.columns)])
+    ledger = rows(f"SELECT count() FROM gateway_ingest_ledger WHERE Block = '{block_id}'")[0][0]
+    print(json.dumps({"ledger_at_death": ledger}), flush=True)
     os._exit(9)
 
 batcher._stored_without_views = die
@@ -449,9 +453,9 @@ from tenants.keyring import KeyRing
 from vocabulary import Signal
 
 store = Store(sys.argv[1])
-journal = Path(sys.argv[2])
+journal = Path(sys.argv[2]) if sys.argv[2] else None
 tenant = "7f0c3d4e-0000-4000-8000-000000000003"
-left = sorted(path.suffix for path in journal.iterdir())
+left = sorted(path.suffix for path in journal.iterdir()) if journal else []
 def rows(sql):
     return store.dangerously_query_unscoped(sql, reason="test").result_rows
 before = rows("SELECT sum(ItemsAccepted) FROM gateway_usage")
@@ -469,21 +473,24 @@ print(json.dumps({
     "sent_again": sent_again,
     "traces": rows("SELECT count() FROM otel_traces"),
     "usage": rows("SELECT sum(Requests), sum(Items), sum(ItemsAccepted), sum(Bytes) FROM gateway_usage"),
-    # (A row put in by hand above has no deduplication token: the view's own then joins it.)
-    "ledger": rows("SELECT uniqExact(Block) FROM gateway_ingest_ledger"),
-    "journal": [path.name for path in journal.iterdir()],
+    "ledger": rows("SELECT count() FROM gateway_ingest_ledger"),
+    "journal": [path.name for path in journal.iterdir()] if journal else [],
     "body": len(body),
 }))
 """
 
 
-def test_a_process_killed_between_an_inserts_parts_is_completed_at_the_next_start(tmp_path):
+@pytest.mark.parametrize("with_journal", [True, False], ids=["journal", "no-journal"])
+def test_a_process_killed_between_an_inserts_parts_is_completed_at_the_next_start(tmp_path, with_journal):
     """The writer's process dies after an INSERT stored its rows and their ledger row but not
     their usage (os._exit inside the writer, where a kill -9 can land: the views' parts are
     written one after the other). The ledger would tell the next start's search that the block
-    is complete. The INSERT was kept in the journal before it was sent, so the next start sends
-    it again, which stores only the usage; the exporter's retry then stores nothing: stored
-    once, metered once."""
+    is complete.
+    - With the journal (the embedded mode), the INSERT was kept before it was sent, so the next
+      start sends it again, which stores only the usage.
+    - Without it (as with a ClickHouse server, where the journal is off), the next start's
+      usage check finds the ledger row's usage missing from usage, and meters it.
+    Either way the exporter's retry then stores nothing: stored once, metered once."""
     import json
     import os
     import shutil
@@ -494,10 +501,11 @@ def test_a_process_killed_between_an_inserts_parts_is_completed_at_the_next_star
 
     if os.geteuid() != 0 or not shutil.which("chattr"):
         pytest.skip("making gateway_usage unwritable needs root and chattr (CI runs as root)")
-    journal, body = tmp_path / "repairs", tmp_path / "request.bin"
+    journal = str(tmp_path / "repairs") if with_journal else ""
+    body = tmp_path / "request.bin"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway.settings", "GATEWAY_DATA_DIR": str(tmp_path)}
     died = subprocess.run(
-        [sys.executable, "-c", _DIE_BETWEEN_THE_VIEWS, f"chdb://{tmp_path / 'clickhouse'}", str(journal), str(body)],
+        [sys.executable, "-c", _DIE_BETWEEN_THE_VIEWS, f"chdb://{tmp_path / 'clickhouse'}", journal, str(body)],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -505,11 +513,12 @@ def test_a_process_killed_between_an_inserts_parts_is_completed_at_the_next_star
         timeout=120,
     )
     assert died.stdout, died.stderr[-3000:]
-    usage_path = json.loads(died.stdout.splitlines()[0])["usage_path"]
-    subprocess.run(["chattr", "-i", usage_path], check=True)
+    lines = [json.loads(line) for line in died.stdout.splitlines()]
+    subprocess.run(["chattr", "-i", lines[0]["usage_path"]], check=True)
     assert died.returncode == 9, died.stdout[-2000:] + died.stderr[-3000:]
-    result = run_script(_START_AFTER_THE_DEATH, tmp_path, str(journal), str(body))
-    assert result["left"] == [".insert"]  # what the dead process left: the INSERT it was in
+    assert lines[-1] == {"ledger_at_death": 1}  # what makes the search blind to it
+    result = run_script(_START_AFTER_THE_DEATH, tmp_path, journal, str(body))
+    assert result["left"] == ([".insert"] if with_journal else [])  # the INSERT it was in
     assert result["usage_before"] == [[0]]
     assert result["sent_again"] >= 1
     assert result["traces"] == [[3]]
@@ -549,3 +558,56 @@ def test_an_insert_is_not_sent_again_once_clickhouse_may_have_forgotten_its_toke
     assert _stored_by_trace(tenant) == dict.fromkeys(numbers, 2)  # each once
     assert _metered(tenant) == {"accepted": (4, 8, 8, 4 * 123)}  # all but the first
     assert not list(journal.iterdir())
+    # The usage check (every USAGE_CHECK_SECONDS, and at start) meters the one given up, once.
+    assert batcher.check_usage() == 1
+    assert batcher.check_usage() == 0
+    assert _metered(tenant) == {"accepted": (5, 10, 10, 5 * 123)}
+
+
+def test_the_usage_check_leaves_an_insert_under_repair_to_its_repair(store, tenant):
+    """An INSERT under repair has its ledger row and not its usage; the usage check does not
+    meter it, since its repair will: once the repair is done, it is metered once."""
+    batcher = Batcher(store)
+    batcher.repair_interval = 60  # no background attempt until the stop
+    batcher.start()
+    blocks = _blocks(batcher, tenant, _request(3, 30))
+    try:
+        with unwritable_table(store, "gateway_usage"):
+            with pytest.raises(StorageError):
+                batcher.write_encoded(blocks, timeout=30)
+        assert batcher.repairs == 1 and tenant.count("gateway_ingest_ledger") == 1
+        assert batcher.check_usage() == 0
+        assert _metered(tenant) == {}
+    finally:
+        batcher.stop()  # its last attempt, now that the table can be written
+    assert batcher.repairs == 0
+    assert batcher.check_usage() == 0
+    assert _stored_by_trace(tenant) == {30: 3}
+    assert _metered(tenant) == {"accepted": (1, 3, 3, 123)}
+
+
+def _ledger_row_without_usage(store, tenant, *, hours_ago: int, block: str) -> None:
+    """A block's ledger row, written `hours_ago`, whose usage was not: the ledger's view into
+    gateway_usage failed."""
+    with unwritable_table(store, "gateway_usage"), pytest.raises(Exception, match="gateway_usage|not permitted"):
+        store.command(
+            "INSERT INTO gateway_ingest_ledger (TenantId, Block, At, Signal, Hour, Outcome, Requests, Items, "
+            f"ItemsAccepted, Bytes) SELECT '{tenant.tenant.id}', '{block}', now() - toIntervalHour({hours_ago}), "
+            f"'logs', toStartOfHour(now() - toIntervalHour({hours_ago})), 'accepted', 1, 7, 7, 70"
+        )
+    assert tenant.count("gateway_ingest_ledger") >= 1
+
+
+def test_with_a_server_the_usage_check_waits_until_other_processes_repairs_are_over(store, tenant, monkeypatch):
+    """With a ClickHouse server, another gateway process may hold an INSERT under repair, for up
+    to REPAIR_SECONDS: the usage check meters only the hours in which every INSERT is done."""
+    batcher = Batcher(store)
+    _ledger_row_without_usage(store, tenant, hours_ago=0, block="now")
+    _ledger_row_without_usage(store, tenant, hours_ago=3, block="three-hours-ago")
+    monkeypatch.setattr(store, "embedded", False)
+    assert batcher.check_usage() == 1  # three hours ago
+    assert _metered(tenant, "logs") == {"accepted": (1, 7, 7, 70)}
+    monkeypatch.undo()
+    assert batcher.check_usage() == 1  # embedded: no other process, so every hour
+    assert batcher.check_usage() == 0
+    assert _metered(tenant, "logs") == {"accepted": (2, 14, 14, 140)}

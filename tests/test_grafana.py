@@ -136,6 +136,6 @@ def test_migration_3_brings_a_version_2_database_up_to_date_with_its_data(tmp_pa
     from tests.test_serve import run_script
 
     result = run_script(_MIGRATE_FROM_VERSION_2, tmp_path)
-    assert result["applied"] == [3, 4, 5, 6]
+    assert result["applied"] == [3, 4, 5, 6, 7]
     assert result["lookup"] == [["trace-0", True], ["trace-1", True], ["trace-2", True]]
     assert result["logs"] == [[4]]

@@ -212,7 +212,7 @@ def test_migrate_role_applies_every_migration_to_postgresql(migrated, postgres_d
     import psycopg
 
     env, first = migrated
-    assert "Applied ClickHouse migrations [1, 2, 3, 4, 5, 6]" in first.stdout
+    assert "Applied ClickHouse migrations [1, 2, 3, 4, 5, 6, 7]" in first.stdout
     with psycopg.connect(postgres_database.replace("postgres://", "postgresql://", 1)) as connection:
         apps = {app for (app,) in connection.execute("SELECT DISTINCT app FROM django_migrations")}
         tables = {name for (name,) in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
