@@ -152,8 +152,10 @@ FAIR_WINDOW_SECONDS = 1.0
 MAX_LATER = 10_000
 # How far back `Batcher.reconcile` looks, in parts written (or merged) that recently.
 RECONCILE_MINUTES = 60
-# `Batcher.check_usage`: how often the writer runs it, the hours it looks back (at start, the
-# ledger's first day), and how long after a repair's last attempt an INSERT may still be writing.
+# `Batcher.check_usage`: how often the writer runs it (with a ClickHouse server; embedded, only
+# after a repair was given up, since the journal completes the rest), the hours it looks back
+# (at start, the ledger's first day), and how long after a repair's last attempt an INSERT may
+# still be writing.
 USAGE_CHECK_SECONDS = 1200.0
 USAGE_CHECK_HOURS = 4
 USAGE_CHECK_HOURS_AT_START = 24
@@ -208,6 +210,7 @@ class BatcherObserver:
 
 class Batcher:
     repair_interval = REPAIR_INTERVAL  # seconds between the attempts of a `_Repair`
+    usage_check_interval = USAGE_CHECK_SECONDS  # seconds between the writer's `check_usage`
     # A `_Repair` is given up once this many INSERTs into its table have begun after it:
     # ClickHouse remembers the tokens of a table's last DEDUPLICATION_WINDOW INSERTs, and sent
     # again later, its rows would be stored twice. (With room for the INSERTs of the 2 s
@@ -269,7 +272,9 @@ class Batcher:
         self.journal = journal
         self._journal_ok = True  # the last entry could be written (errors are logged once)
         self._table_inserts: dict[str, int] = {}  # INSERTs begun, by table (writer thread only)
-        self._check_at = time.monotonic() + USAGE_CHECK_SECONDS  # the next `check_usage` (writer thread)
+        # When the writer next runs `check_usage` (writer thread; set by its first look).
+        self._check_at: float | None = None
+        self._gave_up = False  # a repair was given up since the last `check_usage` (writer thread)
 
     def start(self) -> None:
         with self._lock:
@@ -723,9 +728,10 @@ class Batcher:
     def _add_repair(self, table: str, blocks: list[EncodedBlock], token: str, exc: StorageError) -> None:
         if len(self._repairs) >= MAX_REPAIRS:
             dropped = self._repairs.pop(0)
-            self._forget(dropped)
+            self._give_up(dropped)
             log.error(
-                "giving up an insert into %s: %d rows are stored without their usage records until the usage check meters them",
+                "giving up an insert into %s: %d rows are stored without their usage records until the usage "
+                "check meters them",
                 dropped.table,
                 sum(block.rows for block in dropped.blocks),
             )
@@ -745,6 +751,12 @@ class Batcher:
         self._repairs.append(repair)
         self._repairing.update(block.block_id for block in blocks if block.block_id)
         return repair
+
+    def _give_up(self, repair: _Repair) -> None:
+        """`repair` is given up: its rows may be stored without their usage, which the next
+        `check_usage` meters."""
+        self._forget(repair)
+        self._gave_up = True
 
     def _forget(self, repair: _Repair) -> None:
         """`repair` is done with (completed, or given up): it is no longer kept anywhere."""
@@ -829,7 +841,9 @@ class Batcher:
         return completed
 
     def _next_repair_in(self) -> float | None:
-        due = [repair.next_at for repair in self._repairs] + [self._check_at]
+        due = [repair.next_at for repair in self._repairs]
+        if self._check_at is not None:
+            due.append(self._check_at)
         if self._later:
             due.append(self._later_at)
         if not due:
@@ -866,7 +880,7 @@ class Batcher:
                 continue
             if self._table_inserts.get(repair.table, 0) - repair.inserts_at > self.safe_inserts:
                 self._repairs.remove(repair)
-                self._forget(repair)
+                self._give_up(repair)
                 log.error(
                     "giving up an insert into %s after %d attempts: ClickHouse may no longer remember it, and "
                     "sent again its rows could be stored twice; %d rows are stored without their usage records "
@@ -883,7 +897,7 @@ class Batcher:
                 repair.next_at = time.monotonic() + self.repair_interval
                 if now - repair.since > REPAIR_SECONDS or not (exc.partial or exc.retryable):
                     self._repairs.remove(repair)
-                    self._forget(repair)
+                    self._give_up(repair)
                     log.error(
                         "giving up an insert into %s after %d attempts (%s): %d rows are stored without their "
                         "usage records until the usage check meters them",
@@ -970,20 +984,26 @@ class Batcher:
         return completed
 
     def _check_usage_when_due(self) -> None:
-        if time.monotonic() < self._check_at:
+        if self._check_at is None or time.monotonic() < self._check_at:
+            if self._check_at is None:
+                self._check_at = time.monotonic() + self.usage_check_interval
             return
+        self._check_at = time.monotonic() + self.usage_check_interval
+        if self.store.embedded and not self._gave_up:
+            return  # the journal completes the rest (`_journal_ahead`)
         try:
             self.check_usage()
+            self._gave_up = False
         except Exception as exc:  # noqa: BLE001 - storage that cannot be read is reported by /readyz
             log.warning("cannot compare the ledger with usage: %s", exc)
-        self._check_at = time.monotonic() + USAGE_CHECK_SECONDS
 
     def check_usage(self, *, hours: int = USAGE_CHECK_HOURS) -> int:
         """Meter what the ledger holds and usage does not, for the hours that began within the
         last `hours`: a block whose ledger row was written while its usage was not (its
         INSERT's usage part failed, and the process died before it was sent again, or its
         repair was given up). Accepted usage is the sum of the ledger's rows (migration 7), so
-        the difference is what is missing. Returns the usage rows written.
+        the difference is what is missing. Returns the usage rows written; raises StorageError
+        if the ledger or usage cannot be read, or a row cannot be written.
         Left out: the blocks under repair here (their repair meters them), and with a ClickHouse
         server, the hours in which other processes' INSERTs may still be under repair (those
         that began less than REPAIR_SECONDS and an hour ago): they are checked later, by the
@@ -1012,7 +1032,7 @@ class Batcher:
             {"hours": hours, "settled": settled, "repairing": sorted(self._repairing)},
             reason="the writer: usage the ledger holds and usage does not",
         ).result_rows
-        written = 0
+        written, failed = 0, None
         for tenant_id, signal, hour, outcome, *counts in result:
             ledger, usage = counts[0::2], counts[1::2]
             missing = [max(0, have - metered) for have, metered in zip(ledger, usage)]
@@ -1031,6 +1051,7 @@ class Batcher:
                 )
             except StorageError as exc:
                 log.warning("cannot meter the usage the ledger holds for tenant %s: %s", tenant_id, exc)
+                failed = exc
                 continue
             written += 1
             log.warning(
@@ -1040,6 +1061,8 @@ class Batcher:
                 tenant_id,
                 datetime.fromtimestamp(hour, UTC).strftime("%Y-%m-%d %H:00"),
             )
+        if failed is not None:
+            raise failed  # (what could be written is; the next check writes the rest)
         return written
 
     @property
