@@ -21,6 +21,13 @@ Layouts: `today` PARTITION BY (TenantId, toDate(Timestamp)), what every tenant h
 migration 5 and a dedicated tenant has now; `dedicated-month` (TenantId, toYYYYMM(Timestamp));
 `shared` (RetentionDays, toDate(Timestamp)), as the shared tier's ("shared-<retention>d", day),
 tenants kept apart by the sort key (TenantId first) and the tenant-scoped reader.
+
+These three are otel_traces alone. `gateway-dedicated` and `gateway-shared` are the gateway's
+whole schema as `Store.migrate` makes it (every table and view: the trace-id lookup, the
+ledger, usage), every tenant in that tier, and are measured as the gateway does it: the INSERT
+is the writer's (`Batcher.write_encoded` of 20 tenants' prepared requests at once, timed by
+the writer), the query goes through the tenant-scoped reader, and the delete is the gateway's
+(`drop_tenant_partitions`, or `delete_shared_rows` until `shared_deletion_progress` says done).
 """
 
 from __future__ import annotations
@@ -43,6 +50,186 @@ LAYOUTS = {
     "dedicated-month": "(TenantId, toYYYYMM(Timestamp))",
     "shared": "(RetentionDays, toDate(Timestamp))",
 }
+# The gateway's own schema, by tier: the GatewayPartition of a tenant's rows (storage.requests).
+GATEWAY_LAYOUTS = {
+    "gateway-dedicated": "TenantId",
+    "gateway-shared": "concat('shared-', toString(RetentionDays), 'd')",
+}
+# Tenant number -> a tenant id (the gateway's are UUIDs), in SQL.
+_TENANT_SQL = "concat('00000000-0000-4000-8000-', leftPad(toString({n}), 12, '0'))"
+
+
+def _tenant(number: int) -> str:
+    return f"00000000-0000-4000-8000-{number:012d}"
+
+
+def _child_gateway(layout: str, directory: str, args: dict) -> dict:
+    """In a fresh process: the gateway's schema in one tier, filled, then measured as the
+    gateway writes, reads and deletes."""
+    import random
+    import threading
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+    os.environ["GATEWAY_DATA_DIR"] = directory
+    import django
+
+    django.setup()
+    from otlp_payloads import build_request
+
+    from gateway.otlp import decode
+    from gateway.otlp.prepare import prepare
+    from storage.batcher import Batcher, BatcherObserver
+    from storage.clickhouse import Store
+    from storage.reader import TenantReader
+    from storage.tenant_data import delete_shared_rows, drop_tenant_partitions, shared_deletion_progress
+    from tenants.keyring import KeyRing
+    from vocabulary import Signal
+
+    store = Store(f"chdb://{directory}/clickhouse")
+    store.migrate()
+    for table in ("otel_traces", "otel_traces_trace_id_ts"):
+        store.command(
+            f"ALTER TABLE {table} MODIFY SETTING max_parts_in_total = 1000000, parts_to_throw_insert = 100000"
+        )
+    partition = GATEWAY_LAYOUTS[layout]
+    started = time.perf_counter()
+    active, others = args["active"], args["tenants"] - args["active"]
+    tenant = _TENANT_SQL.format(n="number % {a:UInt32}")
+    for day in range(args["days"]):
+        store.command(
+            store_sql(
+                "INSERT INTO otel_traces (TenantId, Timestamp, TraceId, SpanId, SpanName, SpanKind, ServiceName, "
+                "ResourceAttributes, SpanAttributes, Duration, StatusCode, RetentionDays, GatewayPartition) "
+                f"SELECT {tenant} AS TenantId, now64(9) - toIntervalDay({{d:UInt32}}) - toIntervalSecond(number % 86000), "
+                "hex(cityHash64(number, {d:UInt32})), hex(cityHash64({d:UInt32}, number)), "
+                "concat('GET /api/', toString(number % 20)), 'Server', concat('svc-', toString(number % 5)), "
+                "map('service.name', concat('svc-', toString(number % 5)), 'host.name', concat('h', toString(number % 50))), "
+                "map('http.status_code', toString(200 + number % 3), 'i', toString(number)), "
+                "(number * 7919) % 1000000, 'Ok', [7, 30, 90][(number % {a:UInt32}) % 3 + 1] AS RetentionDays, "
+                f"{partition} FROM numbers({{n:UInt64}}) SETTINGS max_partitions_per_insert_block = 0",
+                {"a": active, "d": day, "n": active * args["rows"]},
+            )
+        )
+    if others:
+        other = _TENANT_SQL.format(n="{a:UInt32} + number % {o:UInt32}")
+        store.command(
+            store_sql(
+                "INSERT INTO otel_traces (TenantId, Timestamp, TraceId, SpanId, SpanName, ServiceName, Duration, "
+                f"RetentionDays, GatewayPartition) SELECT {other} AS TenantId, "
+                "now64(9) - toIntervalDay((number % {o:UInt32}) % {days:UInt32}), hex(cityHash64(number)), "
+                "toString(number), 'op', 'svc', 5, [7, 30, 90][number % 3 + 1] AS RetentionDays, "
+                f"{partition} FROM numbers({{o:UInt32}} * 10) SETTINGS max_partitions_per_insert_block = 0",
+                {"a": active, "o": others, "days": args["days"]},
+            )
+        )
+    fill = time.perf_counter() - started
+
+    def one(sql: str):
+        return store.dangerously_query_unscoped(sql, reason="bench").result_rows[0]
+
+    (rows,) = one("SELECT count() FROM otel_traces")
+    partitions, parts = one(
+        "SELECT uniqExact(partition), count() FROM system.parts WHERE database = currentDatabase() "
+        "AND table = 'otel_traces' AND active"
+    )
+    (all_parts,) = one("SELECT count() FROM system.parts WHERE database = currentDatabase() AND active")
+
+    reader = TenantReader(store, _tenant(17))
+    sql = (
+        "SELECT ServiceName, count(), quantile(0.95)(Duration) FROM otel_traces WHERE TenantId = {tenant_id:String} "
+        "AND Timestamp >= now() - toIntervalDay(7) GROUP BY ServiceName"
+    )
+    reader.query(sql)
+    t = time.perf_counter()
+    for _ in range(10):
+        reader.query(sql)
+    query_ms = (time.perf_counter() - t) / 10 * 1000
+
+    class Timed(BatcherObserver):
+        def __init__(self):
+            self.seconds = []
+
+        def inserted(self, *, table, rows, seconds, ok):
+            if table == "otel_traces" and ok:
+                self.seconds.append(seconds)
+
+    observer = Timed()
+    batcher = Batcher(store, observer=observer, linger_seconds=0.05)
+    batcher.start()
+    rng = random.Random(7)
+    for round_ in range(10):
+        tenants = [(index * 37 + round_) % active for index in range(20)]
+        prepared = []
+        for number in tenants:
+            body = build_request(rng, 200).SerializeToString()
+            retention = [7, 30, 90][number % 3]
+            prepared.append(
+                prepare(
+                    Signal.TRACES,
+                    body,
+                    decode.Encoding.PROTOBUF,
+                    tenant_id=_tenant(number),
+                    retention_days=retention,
+                    ring=KeyRing(_tenant(number), {}),
+                    sensitive=frozenset(),
+                    encode=batcher.encode,
+                    body_bytes=len(body),
+                    isolation="shared" if layout == "gateway-shared" else "dedicated",
+                )
+            )
+        threads = [
+            threading.Thread(target=batcher.write_encoded, args=(p.blocks,), kwargs={"timeout": 60}) for p in prepared
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    batcher.stop()
+    insert_ms = sorted(observer.seconds)[len(observer.seconds) // 2] * 1000
+    inserts_per_round = len(observer.seconds) / 10
+
+    victim = _tenant(42)
+    started = time.perf_counter()
+    if layout == "gateway-dedicated":
+        dropped = drop_tenant_partitions(store, victim)
+        how = f"drop_tenant_partitions: {dropped} partitions"
+    else:
+        tables = delete_shared_rows(store, victim)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            progress = shared_deletion_progress(store, victim)
+            if all(table["done"] for table in progress.values()):
+                break
+            time.sleep(0.5)
+        how = f"delete_shared_rows: {len(tables)} tables, until shared_deletion_progress says done"
+    delete_s = time.perf_counter() - started
+    (left,) = one(f"SELECT count() FROM otel_traces WHERE TenantId = '{victim}'")
+    store.close()
+    files = sum(len(names) for _, _, names in os.walk(f"{directory}/clickhouse"))
+    return dict(
+        layout=layout,
+        rows=rows,
+        partitions=partitions,
+        parts=parts,
+        all_parts=all_parts,
+        files=files,
+        fill_s=fill,
+        query_ms=query_ms,
+        insert_ms=insert_ms,
+        insert_note=f"{inserts_per_round:.1f} INSERTs of otel_traces per 20 requests",
+        delete_s=delete_s,
+        delete_how=how,
+        left_after_delete=left,
+    )
+
+
+def store_sql(sql: str, parameters: dict) -> str:
+    """`sql` with its {name:Type} parameters put in as numbers (Store.command takes none)."""
+    for name, value in parameters.items():
+        sql = re.sub(r"\{" + name + r":[A-Za-z0-9]+\}", str(int(value)), sql)
+    return sql
 
 
 def _child(layout: str, directory: str, args: dict) -> dict:
@@ -167,12 +354,13 @@ def main() -> int:
     parser.add_argument("--active", type=int, default=1_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=200, help="spans per active tenant and day")
-    parser.add_argument("--layouts", default=",".join(LAYOUTS))
+    parser.add_argument("--layouts", default=",".join([*LAYOUTS, *GATEWAY_LAYOUTS]))
     parser.add_argument("--child", nargs=2, metavar=("LAYOUT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = {"tenants": args.tenants, "active": args.active, "days": args.days, "rows": args.rows}
     if args.child:
-        print(json.dumps(_child(args.child[0], args.child[1], settings)))
+        child = _child_gateway if args.child[0] in GATEWAY_LAYOUTS else _child
+        print(json.dumps(child(args.child[0], args.child[1], settings)))
         return 0
     results = []
     for layout in args.layouts.split(","):
@@ -197,14 +385,16 @@ def main() -> int:
         "others one day of 10 spans), retention 7/30/90 days\n"
     )
     print(
-        "| layout | rows | partitions | parts | files | reopen + count s | INSERT ms (4,000 spans, 20 tenants) "
-        "| one tenant, 7 days, ms | delete one tenant |"
+        "| layout | rows | otel_traces partitions | otel_traces parts | parts, every table | files | reopen + count s "
+        "| INSERT ms (4,000 spans, 20 tenants) | one tenant, 7 days, ms | delete one tenant |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
+        every = f"{r['all_parts']:,}" if "all_parts" in r else "(one table)"
+        insert = f"{r['insert_ms']:.0f}" + (f" ({r['insert_note']})" if "insert_note" in r else "")
         print(
-            f"| {r['layout']} | {r['rows']:,} | {r['partitions']:,} | {r['parts']:,} | {r['files']:,} | "
-            f"{r['reopen_s']:.1f} | {r['insert_ms']:.0f} | {r['query_ms']:.0f} | {r['delete_s']:.2f} s "
+            f"| {r['layout']} | {r['rows']:,} | {r['partitions']:,} | {r['parts']:,} | {every} | {r['files']:,} | "
+            f"{r['reopen_s']:.1f} | {insert} | {r['query_ms']:.0f} | {r['delete_s']:.2f} s "
             f"({r['delete_how']}; {r['left_after_delete']} rows left) |"
         )
     return 0
