@@ -615,3 +615,25 @@ def test_with_a_server_the_usage_check_waits_until_other_processes_repairs_are_o
     assert batcher.check_usage() == 1  # embedded: no other process, so every hour
     assert batcher.check_usage() == 0
     assert _metered(tenant, "logs") == {"accepted": (2, 14, 14, 140)}
+
+
+def test_two_processes_that_find_the_same_missing_usage_at_once_write_it_once(store, tenant, monkeypatch):
+    """Two gateway processes whose usage checks read the ledger and usage before either wrote
+    its correction: both write the same correction, with the same token, and ClickHouse keeps
+    one."""
+    _ledger_row_without_usage(store, tenant, hours_ago=0, block="missing")
+    query = store.dangerously_query_unscoped
+    seen = []
+
+    def before_either_wrote(sql, parameters=None, *, reason):
+        result = query(sql, parameters, reason=reason)
+        if reason.startswith("the writer: usage the ledger holds"):
+            if seen:
+                return seen[0]
+            seen.append(result)
+        return result
+
+    monkeypatch.setattr(store, "dangerously_query_unscoped", before_either_wrote)
+    assert Batcher(store).check_usage() == 1
+    assert Batcher(store).check_usage() == 1  # it wrote the same correction again
+    assert _metered(tenant, "logs") == {"accepted": (1, 7, 7, 70)}
