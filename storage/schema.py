@@ -188,9 +188,24 @@ EMBEDDED_MERGE_SETTINGS = {"merge_selector_base": 20}
 EMBEDDED_INSERT_SETTINGS = {"materialize_skip_indexes_on_insert": 0}
 
 
+# Also embedded only: a part under 10 MiB (uncompressed; the size under which a part is Compact
+# anyway) is written as one file (ClickHouse's "Packed" part storage) instead of ~12, in every
+# table an INSERT writes (each telemetry table, the trace-id lookup, the ledger, usage). Every
+# INSERT writes four such parts, and on this VM's disk creating the files was most of what an
+# INSERT cost: ~57 -> ~28 ms for one of 100 spans (docs/BENCHMARKS.md). Merged parts over the
+# size are written as before. A directory written so cannot be read by a chDB or ClickHouse
+# from before packed storage was open-sourced (ClickHouse PR 108118, mid-2026; chDB 4.4 reads
+# it): docs/OPERATIONS.md.
+PACKED_PART_BYTES = 10 * 1024 * 1024
+EMBEDDED_PART_SETTINGS = {"min_bytes_for_full_part_storage": PACKED_PART_BYTES}
+
+
 def embedded_tuning_statements() -> tuple[str, ...]:
-    assignments = ", ".join(f"{name} = {value}" for name, value in EMBEDDED_MERGE_SETTINGS.items())
-    return tuple(f"ALTER TABLE {table} MODIFY SETTING {assignments}" for table in TENANT_TABLES)
+    merges = ", ".join(f"{name} = {value}" for name, value in EMBEDDED_MERGE_SETTINGS.items())
+    parts = ", ".join(f"{name} = {value}" for name, value in EMBEDDED_PART_SETTINGS.items())
+    return tuple(f"ALTER TABLE {table} MODIFY SETTING {merges}, {parts}" for table in TENANT_TABLES) + (
+        f"ALTER TABLE {LEDGER_TABLE} MODIFY SETTING {parts}",
+    )
 
 
 def migrations_table_statement(layout: Layout = PLAIN) -> str:
