@@ -289,6 +289,12 @@ GATEWAY_BATCH_WAIT_MS = env_int("GATEWAY_BATCH_WAIT_MS", 0)
 # least recently written first (storage.batcher): one tenant's backlog then neither fills every
 # INSERT nor makes another tenant's rows wait behind a long one.
 GATEWAY_BATCH_FAIR_ROWS = env_int("GATEWAY_BATCH_FAIR_ROWS", 2_000)
+# ... and busy tenants' INSERTs go on a second connection, written while the light tenants'
+# are (storage.batcher, `_send_busy`), so that a light tenant's request never waits for them.
+GATEWAY_BATCH_BUSY_LANE = env_bool("GATEWAY_BATCH_BUSY_LANE", True)
+# ... at this much lower CPU priority (nice), so that while the CPUs are all taken the others'
+# requests get them first; 0: the same priority as everything else.
+GATEWAY_BATCH_BUSY_NICENESS = env_int("GATEWAY_BATCH_BUSY_NICENESS", 10)
 GATEWAY_STORE_TIMEOUT_SECONDS = env_int("GATEWAY_STORE_TIMEOUT_SECONDS", 30)
 # Worker processes that flatten, protect and encode requests (gateway.otlp.prepare), so that
 # Python work is not bound to one GIL. Unset: one per CPU available in the embedded mode, where

@@ -8,6 +8,8 @@ so nothing is acknowledged before it is in ClickHouse. `write()` encodes the req
 the encoded blocks of the requests waiting into one INSERT per table, which is also what
 chDB's one-writer-per-process model wants. Keeping the encoding out of that thread keeps the
 writer, the one thing every request waits for in turn, off the GIL for most of its time.
+(While more than one tenant is active, the busy tenants' INSERTs are sent by a second thread on
+a connection of its own, at a lower CPU priority: `Batcher._send_busy`.)
 
 How long an INSERT waits for more:
 - `linger_seconds`, for rows that are on their way: a request says so with `expecting()` before
@@ -27,6 +29,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.clickhouse import StorageError, StorageUnavailable, Store
+from storage.clickhouse import MAIN_LANE, StorageError, StorageUnavailable, Store
 from storage.flatten import TableBatch
 from storage.partitions import MAX_PARTITIONS_PER_INSERT, batch_tenant
 from storage.requests import RequestMark, request_blocks
@@ -173,6 +176,9 @@ def insert_token(blocks: list[EncodedBlock]) -> str:
     return digest.hexdigest()
 
 
+# The connection (Store lanes) busy tenants' INSERTs are sent on, by a thread of their own.
+BUSY_LANE = "busy"
+
 _STOP = object()
 _WAKE = object()  # an expectation ended without rows: the writer stops waiting for them
 
@@ -227,6 +233,8 @@ class Batcher:
         fair_rows: int = 2_000,
         observer: BatcherObserver | None = None,
         journal: Path | None = None,
+        busy_lane: bool = True,
+        busy_niceness: int = 10,
     ):
         self.store = store
         self.max_rows = max_rows
@@ -275,6 +283,24 @@ class Batcher:
         # When the writer next runs `check_usage` (writer thread; set by its first look).
         self._check_at: float | None = None
         self._gave_up = False  # a repair was given up since the last `check_usage` (writer thread)
+        # While more than one tenant is active, busy tenants' INSERTs are sent on a connection
+        # and a thread of their own (`_send_busy`), one job at a time, and the writer goes on
+        # writing the light tenants' requests meanwhile: a request of a tenant that sends little
+        # then waits for its own INSERT, not for a busy tenant's too. The tenants of the job in
+        # progress are not written by the writer until it ends (writer thread only), so a
+        # tenant's rows are only ever in one INSERT at a time, as with one thread.
+        self.busy_lane = busy_lane
+        # The busy lane's thread runs at this much lower CPU priority (chDB runs an INSERT in
+        # the thread that sends it): while the CPUs are all taken, the light tenants' INSERTs,
+        # the writer and the request threads get them first, and the busy tenant all the rest.
+        self.busy_niceness = busy_niceness
+        self._busy: threading.Thread | None = None
+        self._busy_tenants: set[str] = set()
+        self._busy_pending: list[_Pending] = []  # its requests (drain() waits for them too)
+        self._busy_done = threading.Event()
+        self._busy_done.set()
+        # What both threads change: the repairs, and the INSERTs begun by table.
+        self._bookkeeping = threading.RLock()
 
     def start(self) -> None:
         with self._lock:
@@ -410,8 +436,12 @@ class Batcher:
     def _run(self) -> None:
         stop = last_try = False
         while True:
+            self._busy_ended()
             if not (self._held or self._records):
                 if stop:
+                    if self._busy is not None:  # its requests are answered first
+                        self._busy_done.wait()
+                        continue
                     if self._later and not last_try:  # one more try for the kept usage records
                         last_try = True
                         self._hold_later(final=True)
@@ -430,6 +460,7 @@ class Batcher:
                     self._hold_later()
                     continue
                 if first is _WAKE:
+                    self._release_markers()
                     continue
                 if first is _STOP:
                     stop = True
@@ -448,11 +479,16 @@ class Batcher:
             if group:
                 self._flush(group)
                 stop = stop or self._stop_seen
+            elif self._held:  # all of it waits for the busy lane
+                if stop:
+                    self._busy_done.wait()
+                else:
+                    stop = self._wait_for_busy()
             self._release_markers()
 
     def _hold(self, pending: _Pending) -> None:
         if not pending.blocks:  # drain()'s marker: done once what was held before it is
-            before = [held for queue_ in self._held.values() for held in queue_]
+            before = [held for queue_ in self._held.values() for held in queue_] + self._busy_pending
             self._markers.append((pending, before + self._records + list(self._later)))
             return
         if pending.background:
@@ -463,6 +499,28 @@ class Batcher:
 
     def _held_requests(self) -> int:
         return len(self._records) + sum(len(queue_) for queue_ in self._held.values())
+
+    def _busy_ended(self) -> None:
+        """Once the busy lane's job has ended, its tenants are the writer's again."""
+        if self._busy is not None and self._busy_done.is_set():
+            self._busy.join()
+            self._busy = None
+            self._busy_tenants, self._busy_pending = set(), []
+
+    def _wait_for_busy(self) -> bool:
+        """Everything held waits for the busy lane (its tenants', or busy tenants' while it is
+        taken): wait for its job to end or for something new to arrive. True once told to stop."""
+        if self._busy is None or self._busy_done.is_set():
+            return False  # it has ended (and its wake-up may have been taken by `_collect`)
+        try:
+            item = self._queue.get(timeout=self._next_repair_in())
+        except queue.Empty:
+            return False
+        if item is _STOP:
+            return True
+        if item is not _WAKE:
+            self._hold(item)
+        return False
 
     def _collect(self, *, linger: bool) -> bool:
         """Hold what is queued, and with `linger`: until the linger runs out, the rows of requests
@@ -498,6 +556,7 @@ class Batcher:
         keeps another tenant's rows out of the next one. (Every INSERT costs chDB about the
         same fixed time whatever its rows, docs/BENCHMARKS.md: an INSERT of its own per tenant
         would cost the busy tenant throughput and spare the others little.)"""
+        self._busy_ended()
         now = time.monotonic()
         for tenant, at in list(self._served.items()):
             if now - at > FAIR_WINDOW_SECONDS:
@@ -509,6 +568,10 @@ class Batcher:
         rows = 0
         for tenant in sorted(self._held, key=lambda tenant: self._served.get(tenant, 0.0)):
             held, taken = self._held[tenant], 0
+            if tenant in self._busy_tenants or (
+                self._busy is not None and not self._light(sum(pending.rows for pending in held))
+            ):
+                continue  # in the busy lane's job, or busy while the lane is taken: after it
             while held and rows < self.max_rows and (not taken or taken + held[0].rows <= share):
                 pending = held.popleft()
                 group.append(pending)
@@ -537,6 +600,13 @@ class Batcher:
         stored = self._stored(group)
         parts, busy = self._light_first(group) if stored is not None else ([group], set())
         kept = 0
+        if self.busy_lane and stored is not None and busy and self._contended:
+            # The busy tenants' INSERTs to the busy lane, and the rest (with the usage records of
+            # refused requests, which only the writer keeps) in one INSERT here, at once.
+            light = [p for part in parts for p in part if p.background or p.blocks[0].tenant_id not in busy]
+            heavy = [[p for p in part if not p.background and p.blocks[0].tenant_id in busy] for part in parts]
+            self._send_busy([part for part in heavy if part], stored, busy)
+            parts = [light] if light else []
         for index, part in enumerate(parts):
             if index:  # before each busy tenant's INSERT, the light requests that came meanwhile
                 kept += self._flush_late_light(busy=busy)
@@ -546,6 +616,34 @@ class Batcher:
         self.observer.flushed(seconds=time.perf_counter() - started)
         if kept:
             log.warning("%d usage records of refused requests kept until storage takes them", kept)
+
+    def _send_busy(self, parts: list[list[_Pending]], stored: set[str], tenants: set[str]) -> None:
+        """Write `parts` (busy tenants' INSERTs, one after the other) on the busy lane's thread,
+        each answered as soon as it is written; the writer goes on meanwhile."""
+        assert self._busy is None, "one busy job at a time"
+        self._busy_tenants = set(tenants)
+        self._busy_pending = [pending for part in parts for pending in part]
+        self._busy_done.clear()
+
+        def job() -> None:
+            _lower_this_threads_priority(self.busy_niceness)
+            try:
+                for part in parts:
+                    self._insert_group(part, stored, lane=BUSY_LANE)
+                    self._answer(part)
+            except BaseException as exc:  # never leave a request waiting
+                log.exception("the busy lane failed")
+                for part in parts:
+                    for pending in part:
+                        if not pending.done.is_set():
+                            pending.error = pending.error or StorageUnavailable(f"the storage writer failed: {exc}")
+                            pending.done.set()
+            finally:
+                self._busy_done.set()
+                self._queue.put(_WAKE)
+
+        self._busy = threading.Thread(target=job, name="clickhouse-batcher-busy", daemon=True)
+        self._busy.start()
 
     def _stored(self, group: list[_Pending]) -> set[str] | None:
         """The blocks of `group` the ledger has; None if it cannot be read (then each request
@@ -622,7 +720,7 @@ class Batcher:
             parts.append([p for p in group if not p.background and p.blocks[0].tenant_id == tenant])
         return parts, heavy
 
-    def _insert_group(self, group: list[_Pending], stored: set[str]) -> None:
+    def _insert_group(self, group: list[_Pending], stored: set[str], *, lane: str = MAIN_LANE) -> None:
         # Each block once: not one the ledger has (the request was sent again, or stored after
         # its sender stopped waiting), nor twice in this group (sent again while queued).
         owners: dict[str, list[_Pending]] = {}
@@ -650,14 +748,16 @@ class Batcher:
                 by_table.setdefault((block.table, block.column_names), []).append(entry)
         for (table, _), blocks in by_table.items():
             for parts in _within_partition_limit(blocks):
-                self._insert_parts(table, parts)
+                self._insert_parts(table, parts, lane=lane)
 
-    def _insert_parts(self, table: str, parts: list[tuple[list[_Pending], EncodedBlock]]) -> None:
+    def _insert_parts(
+        self, table: str, parts: list[tuple[list[_Pending], EncodedBlock]], *, lane: str = MAIN_LANE
+    ) -> None:
         """One INSERT of `parts`; when the rows are refused, one per block, so that a bad request
         fails alone (refused rows store nothing: ClickHouse reads them all before it writes)."""
         blocks = [block for _, block in parts]
         try:
-            self._insert_idempotent(table, blocks)
+            self._insert_idempotent(table, blocks, lane=lane)
             return
         except StorageError as exc:
             if exc.retryable or len(parts) == 1:
@@ -668,21 +768,22 @@ class Batcher:
             log.warning("rows refused by an insert into %s (%s); retrying request by request", table, exc)
         for owners, block in parts:
             try:
-                self._insert_idempotent(table, [block])
+                self._insert_idempotent(table, [block], lane=lane)
             except StorageError as single_exc:
                 for pending in owners:
                     pending.error = single_exc
 
-    def _insert_idempotent(self, table: str, blocks: list[EncodedBlock]) -> None:
+    def _insert_idempotent(self, table: str, blocks: list[EncodedBlock], *, lane: str = MAIN_LANE) -> None:
         """INSERT `blocks`; if that stored them but not the views they feed, send the same INSERT
         again (it stores only what is missing) a few times, then leave it to `_repair`."""
         token = insert_token(blocks)
-        self._table_inserts[table] = self._table_inserts.get(table, 0) + 1
+        with self._bookkeeping:
+            self._table_inserts[table] = self._table_inserts.get(table, 0) + 1
         ahead = self._journal_ahead(table, token, blocks)
         try:
             for pause in (*RETRY_PAUSES, None):
                 try:
-                    self._insert(blocks, token=token)
+                    self._insert(blocks, token=token, lane=lane)
                     return
                 except StorageError as exc:
                     if not exc.retryable or not (exc.partial or self._stored_without_views(table, blocks)):
@@ -726,6 +827,10 @@ class Batcher:
         return bool(rows)
 
     def _add_repair(self, table: str, blocks: list[EncodedBlock], token: str, exc: StorageError) -> None:
+        with self._bookkeeping:
+            self._add_repair_locked(table, blocks, token, exc)
+
+    def _add_repair_locked(self, table: str, blocks: list[EncodedBlock], token: str, exc: StorageError) -> None:
         if len(self._repairs) >= MAX_REPAIRS:
             dropped = self._repairs.pop(0)
             self._give_up(dropped)
@@ -832,7 +937,8 @@ class Batcher:
                 log.warning("an insert into %s the last run left unfinished is still incomplete (%s)", table, exc)
                 if path.suffix == ".insert":
                     os.replace(path, path.with_suffix(".repair"))
-                self._start_repair(table, blocks, token)
+                with self._bookkeeping:
+                    self._start_repair(table, blocks, token)
                 self._queue.put(_WAKE)  # the writer's next wait ends in time for it
                 continue
             path.unlink(missing_ok=True)
@@ -874,6 +980,10 @@ class Batcher:
 
     def _repair(self, *, final: bool = False) -> None:
         """Send again the INSERTs whose views failed, those due (all of them when `final`)."""
+        with self._bookkeeping:
+            self._repair_locked(final=final)
+
+    def _repair_locked(self, *, final: bool) -> None:
         now = time.monotonic()
         for repair in list(self._repairs):
             if not final and repair.next_at > now:
@@ -1070,11 +1180,13 @@ class Batcher:
         """INSERTs stored without their views, waiting to be sent again."""
         return len(self._repairs)
 
-    def _insert(self, blocks: list[EncodedBlock], *, token: str | None = None) -> None:
+    def _insert(self, blocks: list[EncodedBlock], *, token: str | None = None, lane: str = MAIN_LANE) -> None:
         first = blocks[0]
         rows, started, ok = sum(block.rows for block in blocks), time.perf_counter(), False
         try:
-            self.store.insert_native(first.table, first.column_names, [block.data for block in blocks], token=token)
+            self.store.insert_native(
+                first.table, first.column_names, [block.data for block in blocks], token=token, lane=lane
+            )
             ok = True
             self._failing.pop(first.table, None)
         except StorageError as exc:
@@ -1083,7 +1195,8 @@ class Batcher:
             raise
         finally:
             self.observer.inserted(table=first.table, rows=rows, seconds=time.perf_counter() - started, ok=ok)
-        self.inserts += 1
+        with self._bookkeeping:
+            self.inserts += 1
 
 
 class IngestLedger:
@@ -1156,6 +1269,19 @@ def _read_entry(path: Path) -> tuple[str, str, list[EncodedBlock]]:
                 )
             )
     return header["table"], header["token"], blocks
+
+
+def _lower_this_threads_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by `niceness` (Linux, where a thread's priority is
+    its own; any user may lower its own priority, so nothing to undo: the thread is a new one
+    each time, and ends with its job)."""
+    if niceness <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except OSError as exc:  # a sandbox that refuses it: the lane still runs, at the same priority
+        log.warning("cannot lower the busy lane's CPU priority: %s", exc)
 
 
 def _within_partition_limit(blocks: list, limit: int = MAX_PARTITIONS_PER_INSERT) -> list[list]:

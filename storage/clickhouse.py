@@ -31,6 +31,8 @@ from storage.schema import (
 
 log = logging.getLogger(__name__)
 
+# The connection every statement uses unless told another (Store._get_client).
+MAIN_LANE = "main"
 _TELEMETRY_RE = re.compile(r"\b(" + "|".join(TENANT_TABLES) + r")\b", re.IGNORECASE)
 
 
@@ -171,33 +173,38 @@ class Store:
         if async_insert:
             # async_insert_deduplicate: the token holds for inserts the server batches too.
             self._insert_settings.update(async_insert=1, wait_for_async_insert=1, async_insert_deduplicate=1)
-        self._client = None
+        self._clients: dict[str, Any] = {}  # lane -> client (`_get_client`)
         self._connect_lock = threading.Lock()
         self._type_names: dict[str, dict[str, str]] = {}
 
-    def _get_client(self):
-        if self._client is None:
+    def _get_client(self, lane: str = MAIN_LANE):
+        """The client of `lane`: one connection each, so that an INSERT on one lane need not
+        wait for a statement on another (the chDB driver runs one statement at a time on a
+        connection; chDB itself takes many connections to its one engine)."""
+        client = self._clients.get(lane)
+        if client is None:
             with self._connect_lock:
-                if self._client is None:
+                client = self._clients.get(lane)
+                if client is None:
                     kwargs: dict[str, Any] = {}
                     if self._engine_options:
                         kwargs = {"chdb_options": self._engine_options}
                     if not self.embedded:
                         kwargs = {"connect_timeout": 5, "send_receive_timeout": 30, "autogenerate_session_id": False}
                     try:
-                        self._client = clickhouse_connect.get_client(dsn=self.url, **kwargs)
+                        client = self._clients[lane] = clickhouse_connect.get_client(dsn=self.url, **kwargs)
                     except Exception as exc:  # the driver raises several kinds for "cannot connect"
                         raise StorageUnavailable(
                             f"cannot connect to ClickHouse at {describe_url(self.url)}: {exc}"
                         ) from exc
-        return self._client
+        return client
 
     def close(self) -> None:
         with self._connect_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-                self._type_names.clear()
+            clients, self._clients = self._clients, {}
+            for client in clients.values():
+                client.close()
+            self._type_names.clear()
 
     def command(self, sql: str) -> None:
         """DDL and maintenance statements."""
@@ -240,16 +247,23 @@ class Store:
         return self._get_client().server_tz
 
     def insert_native(
-        self, table: str, column_names: Sequence[str], blocks: Sequence[bytes], *, token: str | None = None
+        self,
+        table: str,
+        column_names: Sequence[str],
+        blocks: Sequence[bytes],
+        *,
+        token: str | None = None,
+        lane: str = MAIN_LANE,
     ) -> None:
         """One INSERT of Native blocks from `encode` (same table and columns). Raises
         StorageUnavailable when the rows were not stored. `token`: the INSERT's
-        insert_deduplication_token, the same when the same INSERT is sent again."""
+        insert_deduplication_token, the same when the same INSERT is sent again. `lane`: the
+        connection it is sent on (`_get_client`)."""
         settings = (
             self._insert_settings if token is None else {**self._insert_settings, "insert_deduplication_token": token}
         )
         try:
-            client = self._get_client()
+            client = self._get_client(lane)
             data = b"".join(blocks)
             compression = None if self.embedded else client.write_compression
             if compression:

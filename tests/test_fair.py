@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.otlp.fair import FairTurns, NoTurn
-from storage.batcher import Batcher, BatcherObserver
+from storage.batcher import BUSY_LANE, Batcher, BatcherObserver
 
 
 def _wait_until(condition) -> None:
@@ -146,7 +147,8 @@ def test_the_writer_takes_turns_across_tenants_and_caps_a_backlog_per_insert(sto
 
     inserts = _TraceInserts()
     busy_tenant, quiet_tenant = make_tenant("Busy"), make_tenant("Quiet")
-    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts)
+    # One connection, as with GATEWAY_BATCH_BUSY_LANE off (the engine held holds every INSERT).
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts, busy_lane=False)
     batcher.start()
     finished: list[str] = []
     lock = threading.Lock()
@@ -215,7 +217,7 @@ def test_a_light_request_that_arrives_during_a_turn_goes_before_the_busy_tenants
                 time.sleep(0.3)
 
     inserts = Inserts()
-    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts)
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts, busy_lane=False)
     requests.update({f"busy{k}": _blocks(batcher, busy_tenant, _request(40, 300 + k)) for k in range(1, 4)})
     requests.update({f"quiet{k}": _blocks(batcher, quiet_tenant, _request(5, 400 + k)) for k in (1, 2)})
     batcher.start()
@@ -240,6 +242,102 @@ def test_a_light_request_that_arrives_during_a_turn_goes_before_the_busy_tenants
     assert finished.index("quiet2") < finished.index("busy2")
     assert _stored_by_trace(busy_tenant) == {301: 40, 302: 40, 303: 40}
     assert _stored_by_trace(quiet_tenant) == {401: 5, 402: 5}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_quiet_tenant_is_written_while_a_busy_tenants_insert_is_in_progress(store, make_tenant):
+    """The busy lane: while a busy tenant's INSERT takes long (its connection held by a long
+    query), a quiet tenant's request is written and answered on the writer's own connection.
+    The busy tenant's next request waits for its INSERT in progress and goes after it; drain()
+    waits for both; every request is stored once."""
+    from tests.test_exactly_once import _blocks, _request, _stored_by_trace
+
+    inserts = _TraceInserts()
+    busy_tenant, quiet_tenant = make_tenant("Busy"), make_tenant("Quiet")
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50, observer=inserts)
+    requests = {f"busy{k}": _blocks(batcher, busy_tenant, _request(40, 500 + k)) for k in (1, 2)}
+    requests.update({f"quiet{k}": _blocks(batcher, quiet_tenant, _request(5, 600 + k)) for k in (1, 2)})
+    finished: list[str] = []
+    took: dict[str, float] = {}
+    lock = threading.Lock()
+    threads: list[threading.Thread] = []
+
+    def send(name: str) -> None:
+        started = time.monotonic()
+        batcher.write_encoded(requests[name], timeout=30)
+        with lock:
+            finished.append(name)
+            took[name] = time.monotonic() - started
+
+    def start(name: str) -> None:
+        threads.append(threading.Thread(target=send, args=(name,)))
+        threads[-1].start()
+
+    batcher.start()
+    try:
+        send("quiet1")  # the quiet tenant is active: the writer is contended from here on
+        lane = threading.Thread(
+            target=lambda: store._get_client(BUSY_LANE).query("SELECT sleepEachRow(0.5) FROM numbers(3)")
+        )
+        lane.start()  # holds the busy lane's connection ~1.5 s: busy1's INSERT waits for it
+        time.sleep(0.2)
+        for name in ("busy1", "busy2", "quiet2"):
+            start(name)
+            time.sleep(0.1)
+        _wait_until(lambda: "quiet2" in finished)
+        assert "busy1" not in finished  # still waiting for its connection
+        (busy_thread,) = [thread for thread in threading.enumerate() if thread.name == "clickhouse-batcher-busy"]
+        assert os.getpriority(os.PRIO_PROCESS, busy_thread.native_id) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+        assert os.getpriority(os.PRIO_PROCESS, batcher._thread.native_id) == os.getpriority(os.PRIO_PROCESS, 0)
+        assert batcher.drain(30)  # and drain() for it, and for busy2 behind it
+        assert _stored_by_trace(busy_tenant) == {501: 40, 502: 40}
+        lane.join()
+        for thread in threads:
+            thread.join()
+    finally:
+        batcher.stop()
+    assert finished == ["quiet1", "quiet2", "busy1", "busy2"]
+    assert took["quiet2"] < 1.0, took  # not the ~1.3 s busy1 waited
+    assert sorted(inserts.rows) == [5, 5, 40, 40]
+    assert _stored_by_trace(quiet_tenant) == {601: 5, 602: 5}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stopping_the_writer_answers_the_busy_lanes_requests_first(store, make_tenant):
+    """A stop while a busy tenant's INSERT is on the busy lane, and another of its requests
+    waits behind it: stop() returns once both are stored and answered, none is dropped."""
+    from tests.test_exactly_once import _blocks, _request, _stored_by_trace
+
+    busy_tenant, quiet_tenant = make_tenant("Busy"), make_tenant("Quiet")
+    batcher = Batcher(store, linger_seconds=0, fair_rows=50)
+    requests = {f"busy{k}": _blocks(batcher, busy_tenant, _request(40, 700 + k)) for k in (1, 2)}
+    quiet = _blocks(batcher, quiet_tenant, _request(5, 800))
+    errors: dict[str, Exception | None] = {}
+
+    def send(name: str) -> None:
+        try:
+            batcher.write_encoded(requests[name], timeout=30)
+            errors[name] = None
+        except Exception as exc:
+            errors[name] = exc
+
+    batcher.start()
+    batcher.write_encoded(quiet, timeout=30)
+    lane = threading.Thread(
+        target=lambda: store._get_client(BUSY_LANE).query("SELECT sleepEachRow(0.5) FROM numbers(2)")
+    )
+    lane.start()
+    time.sleep(0.2)
+    threads = [threading.Thread(target=send, args=(name,)) for name in requests]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    batcher.stop()
+    for thread in threads:
+        thread.join(5)
+    lane.join()
+    assert errors == {"busy1": None, "busy2": None}
+    assert _stored_by_trace(busy_tenant) == {701: 40, 702: 40}
 
 
 @pytest.mark.django_db(transaction=True)

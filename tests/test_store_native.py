@@ -12,7 +12,7 @@ import lz4.frame
 import pytest
 from clickhouse_connect.datatypes.registry import get_from_name
 
-from storage.clickhouse import Store
+from storage.clickhouse import MAIN_LANE, Store
 from storage.flatten.traces import flatten_traces
 from tests import otlp_requests
 from tests.otlp_requests import kv
@@ -87,7 +87,7 @@ class _FakeServerClient:
 )
 def test_a_server_gets_the_blocks_compressed_as_the_client_negotiated(compression, decompress):
     store = Store("http://127.0.0.1:9/default", cluster="c1")
-    store._client = client = _FakeServerClient(compression)
+    store._clients[MAIN_LANE] = client = _FakeServerClient(compression)
     blocks = [store.encode("t", ("a", "b"), [["x", "y"], [1, 2]]), store.encode("t", ("a", "b"), [["z"], [3]])]
     store.insert_native("t", ("a", "b"), blocks)
     ((table, names, data, settings, fmt, sent_compression),) = client.inserts

@@ -38,6 +38,8 @@ def build_pipeline(*, store: Store | None = None, migrate: bool | None = None) -
         linger_seconds=settings.GATEWAY_BATCH_LINGER_MS / 1000,
         fair_rows=settings.GATEWAY_BATCH_FAIR_ROWS,
         wait_seconds=settings.GATEWAY_BATCH_WAIT_MS / 1000,
+        busy_lane=settings.GATEWAY_BATCH_BUSY_LANE,
+        busy_niceness=settings.GATEWAY_BATCH_BUSY_NICENESS,
         observer=BatcherMetrics(),
         # Embedded only (storage.batcher: the INSERT is sent again after a restart with its token).
         journal=settings.DATA_DIR / "repairs" if store.embedded else None,
